@@ -1,0 +1,98 @@
+"""The HTTP contract of the Job Status service, every route mapped to its transport adapter.
+
+    POST   /jobs                     create a job                      202 + Location + snapshot
+    GET    /jobs/{id}                snapshot (request/response, short polling)
+    GET    /jobs/{id}?after=V&wait=S long polling
+    DELETE /jobs/{id}                cancel
+    GET    /jobs/{id}/events         Server-Sent Events
+    POST   /logins                   publish a login to the `logins` topic
+    GET    /topics/logins/events     Server-Sent Events of logins
+    GET    /ws                       WebSocket push: subscribe to jobs/{id} or logins
+    GET    /ws/echo                  WebSocket echo
+    GET    /healthz                  liveness, with live counts
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from wirelab.app.config import Config
+from wirelab.app.jobs import Jobs
+from wirelab.errors import NotFound, Unprocessable
+from wirelab.feed import Feed
+from wirelab.http import Request, Router, WebSocket, send_json
+from wirelab.pull import serve_poll
+from wirelab.push import serve_echo, serve_push, serve_sse
+
+__all__ = ["LOGINS", "build_router"]
+
+LOGINS = "logins"
+MAX_USER = 256
+_JOB_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
+def build_router(config: Config, feed: Feed, jobs: Jobs) -> Router:
+    router = Router()
+
+    async def job_topic(job_id: str) -> str:
+        topic = f"jobs/{job_id}"
+        if not _JOB_ID.match(job_id) or await feed.latest(topic) is None:
+            raise NotFound(f"no job {job_id}")
+        return topic
+
+    async def check_topic(topic: str) -> None:
+        if topic != LOGINS:
+            kind, _, job_id = topic.partition("/")
+            if kind != "jobs":
+                raise NotFound(f"no topic {topic}; topics are logins and jobs/ID")
+            await job_topic(job_id)
+
+    async def create_job(request: Request) -> None:
+        entry = await jobs.submit(await request.json())
+        job_id = entry.topic.removeprefix("jobs/")
+        await send_json(request.send, 202, None, raw=entry.data_json,
+                        headers=[("location", f"/jobs/{job_id}")])
+
+    async def get_job(request: Request, job_id: str) -> None:
+        await serve_poll(feed, request, await job_topic(job_id))
+
+    async def cancel_job(request: Request, job_id: str) -> None:
+        entry = await jobs.cancel(job_id)
+        await send_json(request.send, 200, None, raw=entry.data_json)
+
+    async def job_events(request: Request, job_id: str) -> None:
+        await serve_sse(feed, request, await job_topic(job_id),
+                        retry_ms=config.retry_ms, heartbeat_s=config.heartbeat_s)
+
+    async def post_login(request: Request) -> None:
+        body = await request.json()
+        user = body.get("user") if isinstance(body, dict) else None
+        if not isinstance(user, str) or not 0 < len(user) <= MAX_USER:
+            raise Unprocessable(f"user must be a non-empty string of at most {MAX_USER} characters")
+        entry = await feed.publish(LOGINS, "login", lambda v: {"user": user, "at": time.time()})
+        await send_json(request.send, 202, {"topic": LOGINS, "version": entry.version})
+
+    async def login_events(request: Request) -> None:
+        await serve_sse(feed, request, LOGINS, retry_ms=config.retry_ms,
+                        heartbeat_s=config.heartbeat_s, must_exist=False)
+
+    async def push(ws: WebSocket) -> None:
+        await serve_push(feed, ws, check_topic)
+
+    async def healthz(request: Request) -> None:
+        status: dict[str, Any] = {"status": "ok", "feed": feed.statistics(),
+                                  "jobs": jobs.statistics()}
+        await send_json(request.send, 200, status)
+
+    router.http("POST", "/jobs", create_job)
+    router.http("GET", "/jobs/{job_id}", get_job)
+    router.http("DELETE", "/jobs/{job_id}", cancel_job)
+    router.http("GET", "/jobs/{job_id}/events", job_events)
+    router.http("POST", "/logins", post_login)
+    router.http("GET", "/topics/logins/events", login_events)
+    router.http("GET", "/healthz", healthz)
+    router.websocket("/ws", push)
+    router.websocket("/ws/echo", serve_echo)
+    return router

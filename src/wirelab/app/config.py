@@ -1,0 +1,39 @@
+"""Settings of `wirelab up`, from flags or WIRELAB_* environment variables, checked at load."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wirelab.errors import ConfigError
+
+__all__ = ["Config"]
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = field(default_factory=lambda: Path(".wirelab"))
+    store: str = "sqlite:"
+    workers: int = 4
+    heartbeat_s: float = 15.0
+    retry_ms: int = 2000
+    ws_max_size: int = 1 << 20
+    retention: int = 256
+    max_lag: int = 1024
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("port", 0 <= self.port <= 65535, "a TCP port, 0 to 65535"),
+            ("workers", 1 <= self.workers <= 1024, "1 to 1024"),
+            ("heartbeat_s", 0 < self.heartbeat_s <= 3600, "more than 0 and at most 3600"),
+            ("retry_ms", 0 <= self.retry_ms <= 3_600_000, "0 to 3600000"),
+            ("ws_max_size", 125 <= self.ws_max_size <= 1 << 30, "125 bytes to 1 GiB"),
+            ("retention", 1 <= self.retention, "at least 1"),
+            ("max_lag", 1 <= self.max_lag, "at least 1"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"{name} = {getattr(self, name)!r}: expected {expected}")

@@ -1,0 +1,55 @@
+"""Kinds of job: how a job's parameters are checked and how its work runs.
+
+A kind is small: `parse` turns a request's spec into parameters (or says what is wrong, as a 422),
+and `run` does the work, reporting progress through the context. Work must be resumable from the
+progress it last reported, since a restart resumes unfinished jobs from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from wirelab.errors import Unprocessable
+
+__all__ = ["DemoKind", "Kind", "Progress"]
+
+Progress = Callable[[float], Awaitable[None]]
+
+
+class Kind(Protocol):
+    name: str
+
+    def parse(self, spec: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    async def run(self, params: Mapping[str, Any], progress: float, report: Progress) -> None: ...
+
+
+class DemoKind:
+    """Simulated work: `steps` steps of `step_ms` milliseconds each (the course's video upload)."""
+
+    name = "demo"
+    MAX_STEPS = 100_000
+    MAX_STEP_MS = 60_000
+
+    def parse(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = set(spec) - {"kind", "steps", "step_ms"}
+        if unknown:
+            raise Unprocessable(f"demo jobs take steps and step_ms, not {sorted(unknown)}")
+        steps = _bounded_int(spec, "steps", 10, 1, self.MAX_STEPS)
+        step_ms = _bounded_int(spec, "step_ms", 200, 0, self.MAX_STEP_MS)
+        return {"steps": steps, "step_ms": step_ms}
+
+    async def run(self, params: Mapping[str, Any], progress: float, report: Progress) -> None:
+        steps, step_ms = params["steps"], params["step_ms"]
+        for step in range(round(progress * steps), steps):
+            await asyncio.sleep(step_ms / 1000)
+            await report((step + 1) / steps)
+
+
+def _bounded_int(spec: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = spec.get(name, default)
+    if type(value) is not int or not low <= value <= high:
+        raise Unprocessable(f"{name} must be a whole number from {low} to {high}, not {value!r}")
+    return value

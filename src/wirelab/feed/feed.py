@@ -1,0 +1,261 @@
+"""The feed: every followable thing (a job, the logins topic) is a topic with a versioned event log.
+
+Theory of operation: `publish` makes an entry durable in the store, then appends it to the topic's
+in-memory log and wakes everyone waiting on that topic. Readers never get pushed a queue of their own:
+each holds a cursor (the last version it delivered) and pulls what is newer, from memory while it is
+retained and from the store after that. So a subscriber costs one cursor, whatever the traffic, and
+every transport built on `read`, `wait` and `follow` delivers the same versions in the same order and
+resumes from any version with nothing lost or repeated.
+
+A follower that falls more than `max_lag` versions behind the head (a client that stopped reading while
+its socket buffers are full) is dropped with `Lagged`, which carries the version to resume from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from wirelab.errors import WirelabError
+from wirelab.feed.log import Entry, TopicClosed, TopicLog, Trimmed
+from wirelab.feed.store import EventStore
+
+__all__ = ["Deliver", "Feed", "Lagged"]
+
+Deliver = Callable[[Entry], Awaitable[None]]
+
+
+class Lagged(WirelabError):
+    """A follower fell too far behind and was dropped; it may resume after `cursor`."""
+
+    def __init__(self, topic: str, cursor: int) -> None:
+        super().__init__(f"{topic}: fell too far behind; resume after version {cursor}")
+        self.topic = topic
+        self.cursor = cursor
+
+
+class _Follower:
+    __slots__ = ("cursor", "lagged", "task")
+
+    def __init__(self, cursor: int, task: asyncio.Task[Any]) -> None:
+        self.cursor = cursor
+        self.task = task
+        self.lagged = False
+
+
+class _Topic:
+    __slots__ = ("changed", "followers", "lock", "log", "waiters")
+
+    def __init__(self, log: TopicLog) -> None:
+        self.log = log
+        self.lock = asyncio.Lock()
+        self.changed = asyncio.Event()
+        self.waiters = 0
+        self.followers: set[_Follower] = set()
+
+    @property
+    def idle(self) -> bool:
+        return self.waiters == 0 and not self.followers
+
+
+class Feed:
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        retention: int = 256,
+        max_lag: int = 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._retention = retention
+        self._max_lag = max_lag
+        self._clock = clock
+        self._topics: dict[str, _Topic] = {}
+        self._loading: dict[str, asyncio.Future[_Topic]] = {}
+        self._closed = False
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        event: str,
+        make_data: Callable[[int], Mapping[str, Any]],
+        *,
+        final: bool = False,
+    ) -> Entry:
+        """Append one event; `make_data` receives the new version, so a snapshot can carry it.
+
+        The store write and the in-memory append happen together even if the caller is cancelled
+        half-way, so memory and store never disagree about a version.
+        """
+        t = await self._topic(topic)
+        entry = await asyncio.shield(self._commit(t, event, make_data, final))
+        self._wake(t)
+        self._drop_laggards(t)
+        self._evict_if_done(t)
+        return entry
+
+    async def _commit(
+        self,
+        t: _Topic,
+        event: str,
+        make_data: Callable[[int], Mapping[str, Any]],
+        final: bool,
+    ) -> Entry:
+        async with t.lock:
+            if t.log.closed:
+                raise TopicClosed(f"topic {t.log.topic!r} is closed")
+            version = t.log.next_version()
+            data_json = json.dumps(make_data(version), separators=(",", ":"))
+            entry = Entry(t.log.topic, version, event, data_json, self._clock(), final)
+            await self._store.append(entry)
+            t.log.append(entry)
+            return entry
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def latest(self, topic: str) -> Entry | None:
+        t = self._topics.get(topic)
+        if t is not None:
+            return t.log.latest()
+        return await self._store.latest(topic)
+
+    async def read(self, topic: str, after: int, *, limit: int = 256) -> list[Entry]:
+        """Entries newer than `after`, from memory while retained, else from the store."""
+        t = await self._topic(topic)
+        try:
+            return t.log.after(after, limit=limit)
+        except Trimmed:
+            return await self._store.read(topic, after, limit)
+
+    async def wait(self, topic: str, after: int, timeout: float) -> Entry | None:
+        """The latest entry once the topic passes `after`, or when `timeout` runs out (long polling)."""
+        t = await self._topic(topic)
+        t.waiters += 1
+        try:
+            await self._wait_past(t, after, timeout)
+        finally:
+            t.waiters -= 1
+            self._evict_if_done(t)
+        return t.log.latest()
+
+    async def follow(
+        self,
+        topic: str,
+        after: int,
+        deliver: Deliver,
+        *,
+        idle: float | None = None,
+        on_idle: Callable[[], Awaitable[None]] | None = None,
+    ) -> int:
+        """Deliver every entry after `after` in order until the topic closes or the feed does.
+
+        Returns the last version delivered. `on_idle` runs after each `idle` seconds without news
+        (heartbeats). Raises `Lagged` if the follower fell more than `max_lag` versions behind.
+        """
+        t = await self._topic(topic)
+        me = _Follower(after, asyncio.current_task())  # type: ignore[arg-type]
+        t.followers.add(me)
+        try:
+            return await self._pump(t, me, deliver, idle, on_idle)
+        except asyncio.CancelledError:
+            if not me.lagged:
+                raise
+            me.task.uncancel()
+            raise Lagged(topic, me.cursor) from None
+        finally:
+            t.followers.discard(me)
+            self._evict_if_done(t)
+
+    async def _pump(
+        self,
+        t: _Topic,
+        me: _Follower,
+        deliver: Deliver,
+        idle: float | None,
+        on_idle: Callable[[], Awaitable[None]] | None,
+    ) -> int:
+        while not self._closed:
+            entries = await self.read(t.log.topic, me.cursor)
+            for entry in entries:
+                await deliver(entry)
+                me.cursor = entry.version
+                if entry.final:
+                    return me.cursor
+            if not entries and not await self._wait_past(t, me.cursor, idle) and on_idle:
+                await on_idle()
+        return me.cursor
+
+    # -- lifecycle and figures -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release every waiter and follower: the server is going away."""
+        self._closed = True
+        for t in self._topics.values():
+            t.changed.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def statistics(self) -> dict[str, int]:
+        topics = self._topics.values()
+        return {
+            "topics": len(self._topics),
+            "waiters": sum(t.waiters for t in topics),
+            "followers": sum(len(t.followers) for t in topics),
+        }
+
+    # -- internals -------------------------------------------------------------------------------
+
+    async def _wait_past(self, t: _Topic, after: int, timeout: float | None) -> bool:
+        """Wait until the head passes `after`; False if `timeout` ran out first."""
+        while t.log.head <= after and not self._closed:
+            try:
+                async with asyncio.timeout(timeout):
+                    await t.changed.wait()
+            except TimeoutError:
+                return False
+        return t.log.head > after
+
+    def _wake(self, t: _Topic) -> None:
+        changed, t.changed = t.changed, asyncio.Event()
+        changed.set()
+
+    def _drop_laggards(self, t: _Topic) -> None:
+        for f in t.followers:
+            if not f.lagged and t.log.head - f.cursor > self._max_lag:
+                f.lagged = True
+                f.task.cancel()
+
+    def _evict_if_done(self, t: _Topic) -> None:
+        """A closed topic nobody watches needs no memory; the store still has it."""
+        if t.log.closed and t.idle and self._topics.get(t.log.topic) is t:
+            del self._topics[t.log.topic]
+
+    async def _topic(self, topic: str) -> _Topic:
+        t = self._topics.get(topic)
+        if t is not None:
+            return t
+        pending = self._loading.get(topic)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[_Topic] = asyncio.get_running_loop().create_future()
+        self._loading[topic] = future
+        try:
+            last = await self._store.latest(topic)
+            t = _Topic(TopicLog(topic, retention=self._retention, last=last))
+            self._topics[topic] = t
+            future.set_result(t)
+            return t
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: the waiters, if any, re-raise it themselves
+            raise
+        finally:
+            del self._loading[topic]

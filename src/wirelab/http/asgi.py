@@ -1,0 +1,196 @@
+"""Thin wrappers over ASGI messages: read a request, send a response, talk over a WebSocket.
+
+We speak raw ASGI rather than a framework so the lab shows every byte a transport costs, and so a
+long-lived stream is one task and a few objects, not a stack of middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
+
+from wirelab.errors import BadRequest, PayloadTooLarge, ProblemError, WirelabError, problem_body
+
+__all__ = [
+    "Receive",
+    "Request",
+    "Scope",
+    "Send",
+    "WebSocket",
+    "WebSocketClosed",
+    "send_json",
+    "send_problem",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON_BODY_LIMIT = 64 * 1024
+T = TypeVar("T")
+
+
+class Request:
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.method: str = scope.get("method", "GET")
+        self.path: str = scope["path"]
+        self.query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+    def int_param(self, name: str, *, default: int, minimum: int = 0) -> int:
+        """An integer query parameter; a malformed one is the client's fault (400)."""
+        return parse_int(self.query.get(name), name, default=default, minimum=minimum)
+
+    def seconds_param(self, name: str, *, default: float, maximum: float) -> float:
+        """A duration in seconds, capped by the server's `maximum`."""
+        raw = self.query.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise BadRequest(f"{name} must be a number of seconds of at least 0, not {raw!r}")
+        return min(value, maximum)
+
+    async def body(self, *, limit: int = JSON_BODY_LIMIT) -> bytes:
+        length = self.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise PayloadTooLarge(f"the body is over the {limit}-byte limit")
+        chunks = bytearray()
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone()
+            chunks += message.get("body", b"")
+            if len(chunks) > limit:
+                raise PayloadTooLarge(f"the body is over the {limit}-byte limit")
+            if not message.get("more_body", False):
+                return bytes(chunks)
+
+    async def json(self, *, limit: int = JSON_BODY_LIMIT) -> Any:
+        raw = await self.body(limit=limit)
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+    async def wait_disconnect(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+
+    async def unless_disconnected(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run `work` until it ends or the client hangs up (ClientGone), whichever comes first.
+
+        A stream or a long poll must notice a client that left, or its task and its place among
+        the feed's followers would outlive the connection.
+        """
+        task = asyncio.ensure_future(work)
+        gone = asyncio.ensure_future(self.wait_disconnect())
+        try:
+            await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            task.cancel()
+            gone.cancel()
+            await asyncio.gather(task, gone, return_exceptions=True)
+        if task.cancelled():
+            raise ClientGone()
+        return task.result()
+
+
+class ClientGone(WirelabError):
+    """The client hung up before we had read its request."""
+
+
+def parse_int(raw: str | None, name: str, *, default: int, minimum: int = 0) -> int:
+    if raw is None or raw == "":
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18 or int(raw) < minimum:
+        raise BadRequest(f"{name} must be a whole number of at least {minimum}, not {raw!r}")
+    return int(raw)
+
+
+async def send_bytes(
+    send: Send,
+    status: int,
+    body: bytes,
+    *,
+    content_type: str,
+    headers: Iterable[tuple[str, str]] = (),
+) -> None:
+    raw_headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *((k.encode(), v.encode()) for k, v in headers),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_json(
+    send: Send,
+    status: int,
+    payload: Any,
+    *,
+    headers: Iterable[tuple[str, str]] = (),
+    raw: str | None = None,
+) -> None:
+    """Send JSON; pass `raw` when the document is already encoded (a feed entry's data)."""
+    text = raw if raw is not None else json.dumps(payload, separators=(",", ":"))
+    await send_bytes(send, status, text.encode(), content_type="application/json", headers=headers)
+
+
+async def send_problem(send: Send, error: ProblemError, *, instance: str | None = None) -> None:
+    body = json.dumps(problem_body(error, instance=instance)).encode()
+    await send_bytes(send, error.status, body, content_type="application/problem+json")
+
+
+class WebSocketClosed(WirelabError):
+    """The peer closed the WebSocket (or the server is closing it)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"WebSocket closed with code {code}")
+        self.code = code
+
+
+class WebSocket:
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self.path: str = scope["path"]
+
+    async def accept(self) -> None:
+        message = await self._receive()
+        if message["type"] != "websocket.connect":
+            raise WebSocketClosed(1006)
+        await self._send({"type": "websocket.accept"})
+
+    async def receive(self) -> str | bytes:
+        message = await self._receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketClosed(message.get("code", 1005))
+        text = message.get("text")
+        return text if text is not None else message.get("bytes", b"")
+
+    async def send(self, data: str | bytes) -> None:
+        key = "text" if isinstance(data, str) else "bytes"
+        await self._send_message({"type": "websocket.send", key: data})
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self._send_message({"type": "websocket.close", "code": code, "reason": reason[:120]})
+
+    async def _send_message(self, message: Message) -> None:
+        try:
+            await self._send(message)
+        except OSError:  # the server's way of saying the peer is gone
+            raise WebSocketClosed(1006) from None

@@ -1,0 +1,84 @@
+"""Routes from (method, path pattern) to handlers, with errors turned into problem+json in one place."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+
+from wirelab.errors import NotFound, ProblemError, WirelabError
+from wirelab.http.asgi import ClientGone, Receive, Request, Scope, Send, WebSocket, send_problem
+
+__all__ = ["HttpHandler", "Router", "WebSocketHandler"]
+
+log = logging.getLogger("wirelab.http")
+
+HttpHandler = Callable[..., Awaitable[None]]
+WebSocketHandler = Callable[..., Awaitable[None]]
+
+
+class MethodNotAllowed(ProblemError):
+    status = 405
+    title = "Method Not Allowed"
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    """`/jobs/{id}` matches one path segment per name."""
+    return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
+
+
+class Router:
+    def __init__(self) -> None:
+        self._http: list[tuple[re.Pattern[str], dict[str, HttpHandler]]] = []
+        self._ws: list[tuple[re.Pattern[str], WebSocketHandler]] = []
+
+    def http(self, method: str, pattern: str, handler: HttpHandler) -> None:
+        compiled = _compile(pattern)
+        for existing, methods in self._http:
+            if existing.pattern == compiled.pattern:
+                methods[method] = handler
+                return
+        self._http.append((compiled, {method: handler}))
+
+    def websocket(self, pattern: str, handler: WebSocketHandler) -> None:
+        self._ws.append((_compile(pattern), handler))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._serve_http(Request(scope, receive, send))
+        elif scope["type"] == "websocket":
+            await self._serve_websocket(WebSocket(scope, receive, send))
+
+    async def _serve_http(self, request: Request) -> None:
+        try:
+            handler, params = self._match_http(request)
+            await handler(request, **params)
+        except ClientGone:
+            pass
+        except ProblemError as error:
+            await send_problem(request.send, error, instance=request.path)
+        except WirelabError as error:
+            log.exception("unexpected error on %s %s", request.method, request.path)
+            await send_problem(request.send, ProblemError(str(error)), instance=request.path)
+
+    def _match_http(self, request: Request) -> tuple[HttpHandler, dict[str, str]]:
+        for pattern, methods in self._http:
+            match = pattern.match(request.path)
+            if match is None:
+                continue
+            handler = methods.get(request.method)
+            if handler is None and request.method == "HEAD":
+                handler = methods.get("GET")
+            if handler is None:
+                allowed = ", ".join(sorted(methods))
+                raise MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}")
+            return handler, match.groupdict()
+        raise NotFound(f"nothing is served at {request.path}")
+
+    async def _serve_websocket(self, ws: WebSocket) -> None:
+        for pattern, handler in self._ws:
+            match = pattern.match(ws.path)
+            if match is not None:
+                await handler(ws, **match.groupdict())
+                return
+        await ws.close(1008, "no WebSocket is served at this path")

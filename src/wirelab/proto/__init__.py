@@ -1,0 +1,1 @@
+"""Sans-I/O protocol cores Wirelab owns: bytes or events in, bytes or events out, no clock, no sockets."""

@@ -1,0 +1,105 @@
+"""WebSocket push over the feed: one socket, any number of topic subscriptions, each resumable.
+
+A subscription is one task following the feed from its `after`; unsubscribing cancels it. A bad
+message gets an error message back and the socket stays open. A subscriber that falls too far behind
+is told where to resume and dropped, so a stalled client cannot hold server memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+
+from wirelab.errors import ProblemError, problem_body
+from wirelab.feed import Entry, Feed, Lagged
+from wirelab.http import WebSocket, WebSocketClosed
+from wirelab.proto.pushwire import Subscribe, parse_client_message
+from wirelab.push.frames import ws_message
+
+__all__ = ["TopicCheck", "serve_echo", "serve_push"]
+
+TopicCheck = Callable[[str], Awaitable[None]]
+"""Raises a ProblemError (NotFound) for a topic a client may not subscribe to."""
+
+CLOSE_TOO_SLOW = 1008
+DROP_TIMEOUT_S = 1.0
+
+
+async def serve_push(feed: Feed, ws: WebSocket, check_topic: TopicCheck) -> None:
+    await ws.accept()
+    subscriptions: dict[str, asyncio.Task[None]] = {}
+    try:
+        while True:
+            raw = await ws.receive()
+            try:
+                message = parse_client_message(raw)
+                _stop(subscriptions, message.topic)
+                if isinstance(message, Subscribe):
+                    await check_topic(message.topic)
+                    subscriptions[message.topic] = _start(feed, ws, message, subscriptions)
+            except ProblemError as error:
+                await ws.send(json.dumps({"error": problem_body(error)}))
+    except WebSocketClosed:
+        pass
+    finally:
+        tasks = list(subscriptions.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _stop(subscriptions: dict[str, asyncio.Task[None]], topic: str) -> None:
+    task = subscriptions.pop(topic, None)
+    if task is not None:
+        task.cancel()
+
+
+def _start(
+    feed: Feed, ws: WebSocket, message: Subscribe, subscriptions: dict[str, asyncio.Task[None]]
+) -> asyncio.Task[None]:
+    task = asyncio.create_task(_follow(feed, ws, message))
+
+    def forget(done: asyncio.Task[None]) -> None:
+        if subscriptions.get(message.topic) is done:
+            del subscriptions[message.topic]
+
+    task.add_done_callback(forget)
+    return task
+
+
+async def _follow(feed: Feed, ws: WebSocket, message: Subscribe) -> None:
+    after = message.after
+    if after is None:
+        latest = await feed.latest(message.topic)
+        after = latest.version - 1 if latest is not None else 0
+
+    async def deliver(entry: Entry) -> None:
+        await ws.send(ws_message(entry))
+
+    try:
+        await feed.follow(message.topic, after, deliver)
+    except Lagged as lag:
+        await _drop(ws, lag)
+    except WebSocketClosed:
+        pass
+
+
+async def _drop(ws: WebSocket, lag: Lagged) -> None:
+    """Say where to resume and close; a client that reads nothing is cut by the ping timeout."""
+    notice = json.dumps({"topic": lag.topic, "lagged": True, "resume_after": lag.cursor})
+    with contextlib.suppress(TimeoutError, WebSocketClosed):
+        async with asyncio.timeout(DROP_TIMEOUT_S):
+            await ws.send(notice)
+            await ws.close(CLOSE_TOO_SLOW, f"too slow: resume {lag.topic} after {lag.cursor}")
+
+
+async def serve_echo(ws: WebSocket) -> None:
+    """Send every message back as it came, text as text and binary as binary."""
+    await ws.accept()
+    try:
+        while True:
+            await ws.send(await ws.receive())
+    except WebSocketClosed:
+        pass
