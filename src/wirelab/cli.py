@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -71,6 +73,105 @@ def up(
     _print_urls(host, port)
     serve(app, host=host, port=port, on_stop=app.begin_shutdown, ws_max_size=ws_max_size,
           access_log=access_log, log_level=log_level)
+
+
+_VIA_HELP = (
+    "get: one request/response; short: GET every --interval seconds; long: long polling; "
+    "sse: Server-Sent Events; ws: WebSocket push."
+)
+
+
+def _follow_options(command: click.decorators.FC) -> click.decorators.FC:
+    options = [
+        click.option("--url", default="http://127.0.0.1:8000", show_default=True,
+                     help="Base URL of the service."),
+        click.option("--via", default="sse", show_default=True,
+                     type=click.Choice(["get", "short", "long", "sse", "ws"]), help=_VIA_HELP),
+        click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.01),
+                     help="Seconds between short polls."),
+        click.option("--wait", default=30.0, show_default=True, type=click.FloatRange(0, 60),
+                     help="Seconds a long poll may wait."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@main.command()
+@click.argument("job_id")
+@_follow_options
+def watch(job_id: str, url: str, via: str, interval: float, wait: float) -> None:
+    """Follow JOB_ID with a progress bar until it ends; exit 0 if it is done.
+
+    Exit status: 0 done, 1 failed or canceled, 75 still running (only with --via get, which
+    asks once).
+    """
+    _run(_watch(url, job_id, via, interval, wait))
+
+
+@main.command()
+@click.option("--steps", default=10, show_default=True, type=int, help="Steps of the demo job.")
+@click.option("--step-ms", default=200, show_default=True, type=int, help="Milliseconds per step.")
+@click.option("--watch/--no-watch", "follow", default=False, help="Follow the job to its end.")
+@_follow_options
+def submit(steps: int, step_ms: int, follow: bool, url: str, via: str, interval: float,
+           wait: float) -> None:
+    """Create a demo job and print its snapshot; with --watch, follow it like `wirelab watch`."""
+    _run(_submit(url, {"kind": "demo", "steps": steps, "step_ms": step_ms}, follow, via,
+                 interval, wait))
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> None:
+    import asyncio
+
+    import httpx
+
+    from wirelab.clients.jobs import ServiceError
+
+    try:
+        sys.exit(asyncio.run(coro))
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (httpx.TransportError, OSError) as exc:
+        raise click.ClickException(f"cannot reach the service: {exc}") from None
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+async def _submit(url: str, spec: dict[str, Any], follow: bool, via: str, interval: float,
+                  wait: float) -> int:
+    import json
+
+    from wirelab.clients import JobsClient
+
+    client = JobsClient(url)
+    try:
+        snapshot = await client.submit(spec)
+    finally:
+        await client.aclose()
+    click.echo(json.dumps(snapshot))
+    if not follow:
+        return 0
+    return await _watch(url, snapshot["id"], via, interval, wait)
+
+
+async def _watch(url: str, job_id: str, via: str, interval: float, wait: float) -> int:
+    from rich.console import Console
+
+    from wirelab.clients import follower_for
+    from wirelab.clients.watch import watch_job
+
+    follower = follower_for(via, url, interval=interval, wait=wait)
+    console = Console(stderr=True)
+    try:
+        last = await watch_job(follower, job_id, console=console)
+    finally:
+        await follower.aclose()
+    state = last.data.get("state") if last else None
+    console.print(f"job {job_id}: {state}")
+    if state == "done":
+        return 0
+    return 75 if state in ("queued", "running") else 1
 
 
 def _print_urls(host: str, port: int) -> None:

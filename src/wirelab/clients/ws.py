@@ -1,0 +1,58 @@
+"""A WebSocket push client: subscribes to a topic and resumes from its last version if dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from wirelab.clients.base import Update
+from wirelab.clients.jobs import ServiceError
+from wirelab.proto.pushwire import encode_subscribe
+
+__all__ = ["WebSocketFollower"]
+
+
+class WebSocketFollower:
+    def __init__(self, base_url: str, *, max_reconnects: int = 10, retry_s: float = 1.0) -> None:
+        self._url = base_url.replace("http", "ws", 1).rstrip("/") + "/ws"
+        self._max_reconnects = max_reconnects
+        self._retry_s = retry_s
+        self._ws: ClientConnection | None = None
+        self.requests = 0
+        self.reconnects = 0
+
+    async def follow(self, topic: str, *, after: int | None = None) -> AsyncIterator[Update]:
+        while True:
+            try:
+                async for update in self._subscription(topic, after):
+                    after = update.version
+                    yield update
+                    if update.final:
+                        return
+            except (OSError, websockets.ConnectionClosed):
+                pass
+            if self.reconnects >= self._max_reconnects:
+                raise ConnectionError(f"the WebSocket for {topic} kept dropping; gave up")
+            self.reconnects += 1
+            await asyncio.sleep(self._retry_s)
+
+    async def _subscription(self, topic: str, after: int | None) -> AsyncIterator[Update]:
+        self.requests += 1
+        async with connect(self._url, compression=None, max_size=1 << 20) as ws:
+            self._ws = ws
+            await ws.send(encode_subscribe(topic, after))
+            async for raw in ws:
+                message = json.loads(raw)
+                if "error" in message:
+                    problem = message["error"]
+                    raise ServiceError(problem.get("status", 400), problem)
+                if message.get("topic") == topic and "version" in message:
+                    yield Update(message["version"], message["event"], message["data"])
+
+    async def aclose(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
