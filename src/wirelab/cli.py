@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -12,7 +13,29 @@ import click
 __all__ = ["main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "WIRELAB"})
+class LazyGroup(click.Group):
+    """Subcommands named "module:attribute" are imported only when invoked or listed in help."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.lazy:
+            return super().get_command(ctx, name)
+        module, _, attribute = self.lazy[name].partition(":")
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy={"bench": "wirelab.bench.commands:bench"},
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "WIRELAB"},
+)
 @click.version_option(package_name="wirelab")
 def main() -> None:
     """Wirelab: backend communication patterns and protocols, running for real and measured.

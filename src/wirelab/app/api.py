@@ -6,6 +6,7 @@
     DELETE /jobs/{id}                cancel
     GET    /jobs/{id}/events         Server-Sent Events
     POST   /logins                   publish a login to the `logins` topic
+    GET    /topics/logins?after=V    long polling of logins (404 until the first login)
     GET    /topics/logins/events     Server-Sent Events of logins
     GET    /ws                       WebSocket push: subscribe to jobs/{id} or logins
     GET    /ws/echo                  WebSocket echo
@@ -71,8 +72,13 @@ def build_router(config: Config, feed: Feed, jobs: Jobs) -> Router:
         user = body.get("user") if isinstance(body, dict) else None
         if not isinstance(user, str) or not 0 < len(user) <= MAX_USER:
             raise Unprocessable(f"user must be a non-empty string of at most {MAX_USER} characters")
-        entry = await feed.publish(LOGINS, "login", lambda v: {"user": user, "at": time.time()})
+        entry = await feed.publish(
+            LOGINS, "login", lambda v: {"user": user, "at": time.time(), "version": v}
+        )
         await send_json(request.send, 202, {"topic": LOGINS, "version": entry.version})
+
+    async def poll_logins(request: Request) -> None:
+        await serve_poll(feed, request, LOGINS)
 
     async def login_events(request: Request) -> None:
         await serve_sse(feed, request, LOGINS, retry_ms=config.retry_ms,
@@ -91,6 +97,7 @@ def build_router(config: Config, feed: Feed, jobs: Jobs) -> Router:
     router.http("DELETE", "/jobs/{job_id}", cancel_job)
     router.http("GET", "/jobs/{job_id}/events", job_events)
     router.http("POST", "/logins", post_login)
+    router.http("GET", "/topics/logins", poll_logins)
     router.http("GET", "/topics/logins/events", login_events)
     router.http("GET", "/healthz", healthz)
     router.websocket("/ws", push)
