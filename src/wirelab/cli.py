@@ -49,22 +49,54 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="TCP port (0: any free).")
-@click.option("--data-dir", default=".wirelab", show_default=True, type=click.Path(path_type=Path),
-              help="Where the SQLite store (and later uploads and outputs) live.")
-@click.option("--store", default="sqlite:", show_default=True,
-              help="Store URL; sqlite: alone means DATA_DIR/wirelab.db.")
-@click.option("--workers", default=4, show_default=True, type=int,
-              help="Jobs run at the same time.")
-@click.option("--heartbeat", "heartbeat_s", default=15.0, show_default=True, type=float,
-              help="Seconds between SSE heartbeat comments on an idle stream.")
-@click.option("--max-lag", default=1024, show_default=True, type=int,
-              help="Versions a push subscriber may fall behind before it is dropped.")
-@click.option("--ws-max-size", default=1 << 20, show_default=True, type=int,
-              help="Largest WebSocket message accepted, in bytes (bigger: close 1009).")
-@click.option("--access-log/--no-access-log", default=True, show_default=True,
-              help="Log one line per request.")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option(
+    "--data-dir",
+    default=".wirelab",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Where the SQLite store (and later uploads and outputs) live.",
+)
+@click.option(
+    "--store",
+    default="sqlite:",
+    show_default=True,
+    help="Store URL; sqlite: alone means DATA_DIR/wirelab.db.",
+)
+@click.option("--workers", default=4, show_default=True, type=int, help="Jobs run at the same time.")
+@click.option(
+    "--heartbeat",
+    "heartbeat_s",
+    default=15.0,
+    show_default=True,
+    type=float,
+    help="Seconds between SSE heartbeat comments on an idle stream.",
+)
+@click.option(
+    "--max-lag",
+    default=1024,
+    show_default=True,
+    type=int,
+    help="Versions a push subscriber may fall behind before it is dropped.",
+)
+@click.option(
+    "--ws-max-size",
+    default=1 << 20,
+    show_default=True,
+    type=int,
+    help="Largest WebSocket message accepted, in bytes (bigger: close 1009).",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="Log one line per request.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
 def up(
     host: str,
     port: int,
@@ -87,15 +119,30 @@ def up(
     from wirelab.http.serve import serve
 
     try:
-        config = Config(host=host, port=port, data_dir=data_dir, store=store, workers=workers,
-                        heartbeat_s=heartbeat_s, max_lag=max_lag, ws_max_size=ws_max_size,
-                        log_level=log_level)
+        config = Config(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            store=store,
+            workers=workers,
+            heartbeat_s=heartbeat_s,
+            max_lag=max_lag,
+            ws_max_size=ws_max_size,
+            log_level=log_level,
+        )
         app = WirelabApp(config)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     _print_urls(host, port)
-    serve(app, host=host, port=port, on_stop=app.begin_shutdown, ws_max_size=ws_max_size,
-          access_log=access_log, log_level=log_level)
+    serve(
+        app,
+        host=host,
+        port=port,
+        on_stop=app.begin_shutdown,
+        ws_max_size=ws_max_size,
+        access_log=access_log,
+        log_level=log_level,
+    )
 
 
 _VIA_HELP = (
@@ -106,14 +153,33 @@ _VIA_HELP = (
 
 def _follow_options(command: click.decorators.FC) -> click.decorators.FC:
     options = [
-        click.option("--url", default="http://127.0.0.1:8000", show_default=True,
-                     help="Base URL of the service."),
-        click.option("--via", default="sse", show_default=True,
-                     type=click.Choice(["get", "short", "long", "sse", "ws"]), help=_VIA_HELP),
-        click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.01),
-                     help="Seconds between short polls."),
-        click.option("--wait", default=30.0, show_default=True, type=click.FloatRange(0, 60),
-                     help="Seconds a long poll may wait."),
+        click.option(
+            "--url",
+            default="http://127.0.0.1:8000",
+            show_default=True,
+            help="Base URL of the service.",
+        ),
+        click.option(
+            "--via",
+            default="sse",
+            show_default=True,
+            type=click.Choice(["get", "short", "long", "sse", "ws"]),
+            help=_VIA_HELP,
+        ),
+        click.option(
+            "--interval",
+            default=1.0,
+            show_default=True,
+            type=click.FloatRange(0.01),
+            help="Seconds between short polls.",
+        ),
+        click.option(
+            "--wait",
+            default=30.0,
+            show_default=True,
+            type=click.FloatRange(0, 60),
+            help="Seconds a long poll may wait.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -137,11 +203,11 @@ def watch(job_id: str, url: str, via: str, interval: float, wait: float) -> None
 @click.option("--step-ms", default=200, show_default=True, type=int, help="Milliseconds per step.")
 @click.option("--watch/--no-watch", "follow", default=False, help="Follow the job to its end.")
 @_follow_options
-def submit(steps: int, step_ms: int, follow: bool, url: str, via: str, interval: float,
-           wait: float) -> None:
+def submit(
+    steps: int, step_ms: int, follow: bool, url: str, via: str, interval: float, wait: float
+) -> None:
     """Create a demo job and print its snapshot; with --watch, follow it like `wirelab watch`."""
-    _run(_submit(url, {"kind": "demo", "steps": steps, "step_ms": step_ms}, follow, via,
-                 interval, wait))
+    _run(_submit(url, {"kind": "demo", "steps": steps, "step_ms": step_ms}, follow, via, interval, wait))
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> None:
@@ -161,8 +227,9 @@ def _run(coro: Coroutine[Any, Any, int]) -> None:
         sys.exit(130)
 
 
-async def _submit(url: str, spec: dict[str, Any], follow: bool, via: str, interval: float,
-                  wait: float) -> int:
+async def _submit(
+    url: str, spec: dict[str, Any], follow: bool, via: str, interval: float, wait: float
+) -> int:
     import json
 
     from wirelab.clients import JobsClient

@@ -1,16 +1,16 @@
 """The HTTP contract of the Job Status service, every route mapped to its transport adapter.
 
-    POST   /jobs                     create a job                      202 + Location + snapshot
-    GET    /jobs/{id}                snapshot (request/response, short polling)
-    GET    /jobs/{id}?after=V&wait=S long polling
-    DELETE /jobs/{id}                cancel
-    GET    /jobs/{id}/events         Server-Sent Events
-    POST   /logins                   publish a login to the `logins` topic
-    GET    /topics/logins?after=V    long polling of logins (404 until the first login)
-    GET    /topics/logins/events     Server-Sent Events of logins
-    GET    /ws                       WebSocket push: subscribe to jobs/{id} or logins
-    GET    /ws/echo                  WebSocket echo
-    GET    /healthz                  liveness, with live counts
+POST   /jobs                     create a job                      202 + Location + snapshot
+GET    /jobs/{id}                snapshot (request/response, short polling)
+GET    /jobs/{id}?after=V&wait=S long polling
+DELETE /jobs/{id}                cancel
+GET    /jobs/{id}/events         Server-Sent Events
+POST   /logins                   publish a login to the `logins` topic
+GET    /topics/logins?after=V    long polling of logins (404 until the first login)
+GET    /topics/logins/events     Server-Sent Events of logins
+GET    /ws                       WebSocket push: subscribe to jobs/{id} or logins
+GET    /ws/echo                  WebSocket echo
+GET    /healthz                  liveness, with live counts
 """
 
 from __future__ import annotations
@@ -53,8 +53,9 @@ def build_router(config: Config, feed: Feed, jobs: Jobs) -> Router:
     async def create_job(request: Request) -> None:
         entry = await jobs.submit(await request.json())
         job_id = entry.topic.removeprefix("jobs/")
-        await send_json(request.send, 202, None, raw=entry.data_json,
-                        headers=[("location", f"/jobs/{job_id}")])
+        await send_json(
+            request.send, 202, None, raw=entry.data_json, headers=[("location", f"/jobs/{job_id}")]
+        )
 
     async def get_job(request: Request, job_id: str) -> None:
         await serve_poll(feed, request, await job_topic(job_id))
@@ -64,8 +65,13 @@ def build_router(config: Config, feed: Feed, jobs: Jobs) -> Router:
         await send_json(request.send, 200, None, raw=entry.data_json)
 
     async def job_events(request: Request, job_id: str) -> None:
-        await serve_sse(feed, request, await job_topic(job_id),
-                        retry_ms=config.retry_ms, heartbeat_s=config.heartbeat_s)
+        await serve_sse(
+            feed,
+            request,
+            await job_topic(job_id),
+            retry_ms=config.retry_ms,
+            heartbeat_s=config.heartbeat_s,
+        )
 
     async def post_login(request: Request) -> None:
         body = await request.json()
@@ -81,15 +87,24 @@ def build_router(config: Config, feed: Feed, jobs: Jobs) -> Router:
         await serve_poll(feed, request, LOGINS)
 
     async def login_events(request: Request) -> None:
-        await serve_sse(feed, request, LOGINS, retry_ms=config.retry_ms,
-                        heartbeat_s=config.heartbeat_s, must_exist=False)
+        await serve_sse(
+            feed,
+            request,
+            LOGINS,
+            retry_ms=config.retry_ms,
+            heartbeat_s=config.heartbeat_s,
+            must_exist=False,
+        )
 
     async def push(ws: WebSocket) -> None:
         await serve_push(feed, ws, check_topic)
 
     async def healthz(request: Request) -> None:
-        status: dict[str, Any] = {"status": "ok", "feed": feed.statistics(),
-                                  "jobs": jobs.statistics()}
+        status: dict[str, Any] = {
+            "status": "ok",
+            "feed": feed.statistics(),
+            "jobs": jobs.statistics(),
+        }
         await send_json(request.send, 200, status)
 
     router.http("POST", "/jobs", create_job)

@@ -31,8 +31,8 @@ class Config:
             ("heartbeat_s", 0 < self.heartbeat_s <= 3600, "more than 0 and at most 3600"),
             ("retry_ms", 0 <= self.retry_ms <= 3_600_000, "0 to 3600000"),
             ("ws_max_size", 125 <= self.ws_max_size <= 1 << 30, "125 bytes to 1 GiB"),
-            ("retention", 1 <= self.retention, "at least 1"),
-            ("max_lag", 1 <= self.max_lag, "at least 1"),
+            ("retention", self.retention >= 1, "at least 1"),
+            ("max_lag", self.max_lag >= 1, "at least 1"),
         ]
         for name, ok, expected in checks:
             if not ok:

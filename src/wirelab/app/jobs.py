@@ -101,7 +101,7 @@ class Jobs:
 
     async def submit(self, spec: Any) -> Entry:
         if not isinstance(spec, dict):
-            raise Unprocessable("a job is a JSON object such as {\"kind\": \"demo\"}")
+            raise Unprocessable('a job is a JSON object such as {"kind": "demo"}')
         kind = self._kinds.get(spec.get("kind"))  # type: ignore[arg-type]
         if kind is None:
             known = ", ".join(sorted(self._kinds))
@@ -165,9 +165,7 @@ class Jobs:
         await self._publish(job, event)
 
     async def _publish(self, job: _Job, event: str) -> Entry:
-        return await self._feed.publish(
-            job.topic, event, job.snapshot, final=event in TERMINAL_STATES
-        )
+        return await self._feed.publish(job.topic, event, job.snapshot, final=event in TERMINAL_STATES)
 
 
 def _load(data_json: str) -> dict[str, Any]:

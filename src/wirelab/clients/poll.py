@@ -67,7 +67,7 @@ class LongPollFollower(_Poller):
             yield update
             if update.final:
                 return
-        seen = update.version if update is not None else after
+        seen = update.version if update is not None else (after or 0)
         while True:
             update = await self._get(topic, {"after": str(seen), "wait": str(self.wait)})
             if update.version > seen:  # else the wait ran out: ask again

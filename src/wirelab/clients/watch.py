@@ -23,6 +23,10 @@ async def watch_job(follower: Follower, job_id: str, *, console: Console) -> Upd
         task = bar.add_task(f"job {job_id}", total=1.0, version="-", state="")
         async for update in follower.follow(f"jobs/{job_id}"):
             last = update
-            bar.update(task, completed=update.data.get("progress", 0.0),
-                       version=update.version, state=update.data.get("state", update.event))
+            bar.update(
+                task,
+                completed=update.data.get("progress", 0.0),
+                version=update.version,
+                state=update.data.get("state", update.event),
+            )
     return last

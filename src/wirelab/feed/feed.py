@@ -133,12 +133,12 @@ class Feed:
         except Trimmed:
             return await self._store.read(topic, after, limit)
 
-    async def wait(self, topic: str, after: int, timeout: float) -> Entry | None:
-        """The latest entry once the topic passes `after`, or when `timeout` runs out (long polling)."""
+    async def wait(self, topic: str, after: int, seconds: float) -> Entry | None:
+        """The latest entry once the topic passes `after`, or after `seconds` (long polling)."""
         t = await self._topic(topic)
         t.waiters += 1
         try:
-            await self._wait_past(t, after, timeout)
+            await self._wait_past(t, after, seconds)
         finally:
             t.waiters -= 1
             self._evict_if_done(t)
@@ -213,11 +213,11 @@ class Feed:
 
     # -- internals -------------------------------------------------------------------------------
 
-    async def _wait_past(self, t: _Topic, after: int, timeout: float | None) -> bool:
-        """Wait until the head passes `after`; False if `timeout` ran out first."""
+    async def _wait_past(self, t: _Topic, after: int, seconds: float | None) -> bool:
+        """Wait until the head passes `after`; False if `seconds` ran out first."""
         while t.log.head <= after and not self._closed:
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(seconds):
                     await t.changed.wait()
             except TimeoutError:
                 return False

@@ -179,8 +179,11 @@ class WebSocket:
         message = await self._receive()
         if message["type"] == "websocket.disconnect":
             raise WebSocketClosed(message.get("code", 1005))
-        text = message.get("text")
-        return text if text is not None else message.get("bytes", b"")
+        text: str | None = message.get("text")
+        if text is not None:
+            return text
+        data: bytes = message.get("bytes") or b""
+        return data
 
     async def send(self, data: str | bytes) -> None:
         key = "text" if isinstance(data, str) else "bytes"

@@ -18,7 +18,7 @@ import uvicorn
 __all__ = ["serve"]
 
 
-class _Server(uvicorn.Server):  # type: ignore[misc]
+class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, on_stop: Callable[[], None]) -> None:
         super().__init__(config)
         self._on_stop = on_stop

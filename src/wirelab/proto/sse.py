@@ -94,9 +94,10 @@ class SSEDecoder:
         return out
 
     def _next_line(self) -> str | None:
-        if self._skip_lf and self._buffer[:1] == b"\n":
-            del self._buffer[:1]
-        self._skip_lf = False
+        if self._skip_lf and self._buffer:  # a CR ended the last line: drop the LF of a CRLF
+            if self._buffer[0] == 0x0A:
+                del self._buffer[:1]
+            self._skip_lf = False
         for index, byte in enumerate(self._buffer):
             if byte in (0x0A, 0x0D):
                 raw = bytes(self._buffer[:index])

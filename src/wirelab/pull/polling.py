@@ -2,8 +2,10 @@
 
 Short polling needs nothing of its own on the server: it is the plain GET, repeated by the client.
 Long polling is the same GET with `after`: the server holds the request open on the feed, without a
-busy loop, until a version newer than `after` exists or `wait` seconds pass, then answers with the
-latest snapshot either way; the client reads its version and asks again.
+busy loop, until a version newer than `after` exists or `wait` seconds pass. It answers with the next
+version after `after` (each entry's data is the whole snapshot at that version), so a long-polling
+client sees every version in order, one request per notification, exactly as a push client does;
+when the wait runs out it answers with the unchanged latest snapshot and the client asks again.
 """
 
 from __future__ import annotations
@@ -25,8 +27,14 @@ async def serve_poll(feed: Feed, request: Request, topic: str) -> None:
     after = request.int_param("after", default=0)
     wait = request.seconds_param("wait", default=DEFAULT_WAIT_S, maximum=MAX_WAIT_S)
     await _latest(feed, topic)  # 404 at once for a topic that does not exist
-    entry = await request.unless_disconnected(feed.wait(topic, after, wait))
-    await _send_entry(request, entry)
+    await _send_entry(request, await request.unless_disconnected(_next(feed, topic, after, wait)))
+
+
+async def _next(feed: Feed, topic: str, after: int, wait: float) -> Entry | None:
+    latest = await feed.wait(topic, after, wait)
+    if latest is None or latest.version <= after:
+        return latest
+    return (await feed.read(topic, after, limit=1))[0]
 
 
 async def _latest(feed: Feed, topic: str) -> Entry:

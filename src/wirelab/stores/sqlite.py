@@ -118,8 +118,14 @@ class SQLiteStore:
             db.execute("BEGIN")
             db.execute(
                 "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
-                (entry.topic, entry.version, entry.event, entry.data_json, entry.published_at,
-                 entry.final),
+                (
+                    entry.topic,
+                    entry.version,
+                    entry.event,
+                    entry.data_json,
+                    entry.published_at,
+                    entry.final,
+                ),
             )
             db.execute(
                 "INSERT INTO heads VALUES (?, ?, ?) ON CONFLICT(topic) DO UPDATE"

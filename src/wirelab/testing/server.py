@@ -27,8 +27,9 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, *args: str, port: int | None = None,
-                 log_path: Path | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *args: str, port: int | None = None, log_path: Path | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.args = args
         self.port = port or free_port()
@@ -48,11 +49,25 @@ class ServerProcess:
 
     def start(self, *, timeout: float = 20.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "wirelab", "up", "--port", str(self.port),
-                   "--data-dir", str(self.data_dir), "--no-access-log", *self.args]
+        command = [
+            sys.executable,
+            "-m",
+            "wirelab",
+            "up",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--no-access-log",
+            *self.args,
+        ]
         with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self._process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -87,8 +102,12 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         return self.start()
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         try:
             self.stop()
         finally:
