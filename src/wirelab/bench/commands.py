@@ -1,0 +1,178 @@
+"""The `wirelab bench` command group: options and help here, the scenarios in their own modules.
+
+Only click is imported at module level, so `wirelab bench --help` stays instant; each command
+imports its scenario (rich, httpx, psutil, websockets...) when it runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+__all__ = ["bench"]
+
+# Spelled out here rather than imported, since importing the scenarios would slow --help down;
+# tests check that they match wirelab.clients.TRANSPORTS and wirelab.bench.fanout.IMPLS.
+TRANSPORTS = ("get", "short", "long", "sse", "ws")
+IMPLS = ("wirelab-mixed", "wirelab-ws", "websockets-broadcast")
+
+_JSON_OPTION = click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help='Also write {"scenario", "machine", "rows"} to this file.',
+)
+
+
+class _Names(click.ParamType[tuple[str, ...], "str | tuple[str, ...]"]):
+    """A comma-separated subset of `allowed`, kept in the order given (so runs go in that order)."""
+
+    name = "list"
+
+    def __init__(self, allowed: tuple[str, ...]) -> None:
+        self.allowed = allowed
+
+    def convert(
+        self, value: str | tuple[str, ...], param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        names = tuple(n.strip() for n in value.split(",") if n.strip())
+        if not names or any(n not in self.allowed for n in names):
+            self.fail(f"choose from {', '.join(self.allowed)} (comma-separated), not {value!r}", param, ctx)
+        return names
+
+
+@click.group()
+def bench() -> None:
+    """Run a pattern beside its peer and print a table of figures and ratios (--json for machines).
+
+    Servers under test run as real child processes on loopback and are measured from outside:
+    CPU and memory with psutil, bytes on the wire through a counting relay.
+    """
+
+
+@bench.command()
+@click.option("--jobs", default=5, show_default=True, type=click.IntRange(1, 200), help="Jobs run at once.")
+@click.option(
+    "--steps", default=20, show_default=True, type=click.IntRange(1), help="Progress steps per job."
+)
+@click.option(
+    "--step-ms", default=100, show_default=True, type=click.IntRange(0), help="Milliseconds per step."
+)
+@click.option(
+    "--interval",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(0.01),
+    help="Seconds between short polls (and between late asks of 'get').",
+)
+@click.option(
+    "--transports",
+    default=",".join(TRANSPORTS),
+    show_default=True,
+    type=_Names(TRANSPORTS),
+    help="Comma-separated transports to follow the jobs over.",
+)
+@_JSON_OPTION
+def notify(
+    jobs: int,
+    steps: int,
+    step_ms: int,
+    interval: float,
+    transports: tuple[str, ...],
+    json_path: Path | None,
+) -> None:
+    """Follow the same jobs over get, short, long, sse and ws, and compare what each costs.
+
+    Per transport: HTTP requests (WebSocket handshakes), TCP connections, bytes up and down counted
+    on the wire, notification latency p50/p99 (published -> received) and the server's CPU seconds.
+    """
+    from wirelab.bench.notify import NotifyPlan, run_notify
+
+    plan = NotifyPlan(jobs=jobs, steps=steps, step_ms=step_ms, interval=interval, transports=transports)
+    console, progress = _consoles()
+    _exit(lambda: run_notify(plan, json_path=json_path, console=console, progress=progress), console)
+
+
+@bench.command()
+@click.option(
+    "--clients", default=10_000, show_default=True, type=click.IntRange(1), help="Idle subscribers."
+)
+@click.option(
+    "--messages", default=5, show_default=True, type=click.IntRange(1), help="Messages sent to all of them."
+)
+@click.option(
+    "--batch", default=500, show_default=True, type=click.IntRange(1), help="Connections opened at once."
+)
+@click.option(
+    "--procs",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 16),
+    help="Client processes holding the subscribers, so the clients are not the bottleneck.",
+)
+@click.option(
+    "--impls",
+    default=",".join(IMPLS),
+    show_default=True,
+    type=_Names(IMPLS),
+    help="Comma-separated implementations to measure; websockets-broadcast is the peer.",
+)
+@click.option(
+    "--timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="Seconds to wait for every client to get a message (or to subscribe).",
+)
+@_JSON_OPTION
+def fanout(
+    clients: int,
+    messages: int,
+    batch: int,
+    procs: int,
+    impls: tuple[str, ...],
+    timeout: float,
+    json_path: Path | None,
+) -> None:
+    """Hold N idle subscribers on one server, send them messages, and compare with websockets' broadcast().
+
+    wirelab-mixed: a third each SSE, WebSocket and long polling; wirelab-ws and websockets-broadcast:
+    WebSocket only. Reports delivered msg/s, p99 delivery latency and server RSS per idle connection.
+    Exit status 1 if any client missed a message.
+    """
+    from wirelab.bench.fanout import FanoutPlan, run_fanout
+
+    plan = FanoutPlan(
+        clients=clients, messages=messages, batch=batch, procs=procs, impls=impls, timeout_s=timeout
+    )
+    console, progress = _consoles()
+    _exit(lambda: run_fanout(plan, json_path=json_path, console=console, progress=progress), console)
+
+
+def _consoles() -> tuple[Console, Progress]:
+    """The table on stdout (wide enough when it is not a terminal), progress on stderr."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console() if sys.stdout.isatty() else Console(width=140)
+    return console, Progress(console=Console(stderr=True))
+
+
+def _exit(run: Callable[[], int], console: Console) -> None:
+    """Exit with the scenario's status; Ctrl-C exits 130 once everything it started is stopped."""
+    try:
+        status = run()
+    except KeyboardInterrupt:
+        console.print("interrupted: servers and clients stopped")
+        sys.exit(130)
+    sys.exit(status)
