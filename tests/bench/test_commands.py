@@ -1,0 +1,37 @@
+"""The `wirelab bench` group: instant help, and option lists that match the scenarios."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from wirelab.bench import commands
+from wirelab.bench.fanout import IMPLS
+from wirelab.clients import TRANSPORTS
+
+
+def test_help_imports_no_scenario() -> None:
+    """`wirelab bench --help` must stay instant: only click is loaded until a command runs."""
+    code = (
+        "import sys; from wirelab.cli import main\n"
+        "try: main(['bench', '--help'])\n"
+        "except SystemExit: pass\n"
+        "heavy = [m for m in ('rich', 'httpx', 'psutil', 'websockets', 'wirelab.bench.notify')"
+        " if m in sys.modules]\n"
+        "print(heavy)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_option_lists_match_the_scenarios() -> None:
+    assert commands.TRANSPORTS == TRANSPORTS
+    assert commands.IMPLS == IMPLS
+
+
+def test_an_unknown_transport_is_a_usage_error() -> None:
+    result = CliRunner().invoke(commands.bench, ["notify", "--transports", "get,carrier-pigeon"])
+    assert result.exit_code == 2
+    assert "choose from get, short, long, sse, ws" in result.output
