@@ -35,6 +35,7 @@ import httpx
 from rich.console import Console
 from rich.progress import Progress
 
+from wirelab.bench import runner
 from wirelab.bench.peer import PeerProcess
 from wirelab.bench.report import (
     Column,
@@ -350,7 +351,7 @@ def _measure_all(plan: FanoutPlan, work_dir: Path, progress: Progress) -> list[d
     with progress:
         for impl in plan.impls:
             with open_target(impl, work_dir) as target:
-                rows.append(asyncio.run(measure(impl, target, plan, work_dir, progress)))
+                rows.append(runner.run(measure(impl, target, plan, work_dir, progress)))
     return rows
 
 

@@ -36,6 +36,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
+from wirelab.bench import runner
 from wirelab.bench.relay import CountingRelay
 from wirelab.bench.report import Column, cpu_seconds, percentile, print_table, write_json
 from wirelab.clients import TRANSPORTS, Follower, JobsClient, Update, follower_for
@@ -172,7 +173,7 @@ def run_notify(plan: NotifyPlan, *, json_path: Path | None, console: Console, pr
     workers = str(max(4, plan.jobs))  # every job runs at once, or queueing would blur the latency
     try:
         with progress, ServerProcess(data_dir, "--workers", workers, "--log-level", "warning") as server:
-            rows = asyncio.run(measure(plan, server, progress))
+            rows = runner.run(measure(plan, server, progress))
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     title = f"{plan.jobs} jobs of {plan.steps} x {plan.step_ms} ms, short polls every {plan.interval:g} s"

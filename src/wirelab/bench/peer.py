@@ -14,7 +14,8 @@ The websockets server answers only GET, so its control channel is two plain GET 
     GET /publish?user=NAME  -> {"topic": "logins", "version": V}   (after broadcasting V)
     GET /stats              -> {"subscribers": N}
 
-`PeerProcess` starts it with `python -m wirelab.bench.peer --port P` and stops it with SIGTERM.
+`PeerProcess` starts it with `python -m wirelab.bench.peer --port P` and stops it with SIGTERM; it
+ignores SIGINT, so a Ctrl-C meant for the bench does not pull it away while the bench cleans up.
 """
 
 from __future__ import annotations
@@ -89,8 +90,8 @@ async def run(port: int) -> None:
         if not stop.done():
             stop.set_result(None)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+    loop.add_signal_handler(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the bench decides when we stop (SIGTERM)
     async with serve(peer.handler, "127.0.0.1", port, compression=None, process_request=peer.control):
         print(f"websockets broadcast peer on ws://127.0.0.1:{port}/ws", flush=True)
         await stop

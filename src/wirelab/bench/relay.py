@@ -43,6 +43,7 @@ class CountingRelay:
         self._upstream_port = upstream_port
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self._connections = 0
         self._up = 0
         self._down = 0
@@ -75,25 +76,40 @@ class CountingRelay:
     ) -> None:
         if self._server is not None:
             self._server.close()
-        for task in self._sessions:
-            task.cancel()
-        await asyncio.gather(*self._sessions, return_exceptions=True)
+        for writer in self._writers:
+            writer.transport.abort()  # the pumps see end-of-file and their sessions end
+        await self.wait_idle()
         if self._server is not None:
             await self._server.wait_closed()
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Relay one connection until both directions end.
+
+        A session never ends cancelled: Python 3.11's stream server logs a cancelled connection task
+        as an error, so a cancellation (asyncio.run cleaning up after Ctrl-C) just ends it quietly.
+        """
         task = asyncio.current_task()
         assert task is not None
         self._sessions.add(task)
+        self._writers.add(writer)
         self._connections += 1
-        upstream: asyncio.StreamWriter | None = None
         try:
-            up_reader, upstream = await asyncio.open_connection(self._host, self._upstream_port)
-            await asyncio.gather(self._pump(reader, upstream, True), self._pump(up_reader, writer, False))
-        except OSError:
+            await self._relay(reader, writer)
+        except (OSError, asyncio.CancelledError):
             pass
         finally:
             self._sessions.discard(task)
+            self._writers.discard(writer)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            up_reader, upstream = await asyncio.open_connection(self._host, self._upstream_port)
+            self._writers.add(upstream)
+            await asyncio.gather(self._pump(reader, upstream, True), self._pump(up_reader, writer, False))
+        finally:
+            if upstream is not None:
+                self._writers.discard(upstream)
             await _close(writer, upstream)
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: bool) -> None:
