@@ -168,6 +168,8 @@ class WebSocket:
         self._receive = receive
         self._send = send
         self.path: str = scope["path"]
+        self._receiver: asyncio.Task[Any] | None = None
+        self._aborted = False
 
     async def accept(self) -> None:
         message = await self._receive()
@@ -176,7 +178,16 @@ class WebSocket:
         await self._send({"type": "websocket.accept"})
 
     async def receive(self) -> str | bytes:
-        message = await self._receive()
+        self._receiver = asyncio.current_task()
+        try:
+            message = await self._receive()
+        except asyncio.CancelledError:
+            if not self._aborted:
+                raise
+            self._receiver.uncancel()  # type: ignore[union-attr]
+            raise WebSocketClosed(1008) from None
+        finally:
+            self._receiver = None
         if message["type"] == "websocket.disconnect":
             raise WebSocketClosed(message.get("code", 1005))
         text: str | None = message.get("text")
@@ -191,6 +202,16 @@ class WebSocket:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._send_message({"type": "websocket.close", "code": code, "reason": reason[:120]})
+
+    def abort(self) -> None:
+        """End the connection from outside its receive loop, even if its buffers are full.
+
+        A close frame cannot pass a peer that stopped reading, so the receive loop is woken with
+        WebSocketClosed instead; the handler returns and the server closes the transport.
+        """
+        self._aborted = True
+        if self._receiver is not None:
+            self._receiver.cancel()
 
     async def _send_message(self, message: Message) -> None:
         try:

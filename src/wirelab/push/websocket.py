@@ -8,7 +8,6 @@ is told where to resume and dropped, so a stalled client cannot hold server memo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Awaitable, Callable
 
@@ -87,12 +86,19 @@ async def _follow(feed: Feed, ws: WebSocket, message: Subscribe) -> None:
 
 
 async def _drop(ws: WebSocket, lag: Lagged) -> None:
-    """Say where to resume and close; a client that reads nothing is cut by the ping timeout."""
+    """Say where to resume and close; if even that cannot pass the full buffers, just hang up.
+
+    Either way the client resumes from the last version it received.
+    """
     notice = json.dumps({"topic": lag.topic, "lagged": True, "resume_after": lag.cursor})
-    with contextlib.suppress(TimeoutError, WebSocketClosed):
+    try:
         async with asyncio.timeout(DROP_TIMEOUT_S):
             await ws.send(notice)
             await ws.close(CLOSE_TOO_SLOW, f"too slow: resume {lag.topic} after {lag.cursor}")
+    except TimeoutError:
+        ws.abort()
+    except WebSocketClosed:
+        pass
 
 
 async def serve_echo(ws: WebSocket) -> None:
