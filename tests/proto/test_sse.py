@@ -39,7 +39,10 @@ def test_every_line_ending_is_accepted(newline: bytes) -> None:
 
 def test_bytes_split_anywhere_decode_the_same() -> None:
     """A chunk may end anywhere, even between CR and LF; the result must not change."""
-    wire = b"\xef\xbb\xbfretry: 1500\r\n\r\n: beat\r\n\r\nid: 1\r\nevent: progress\r\ndata: \xc3\xa9t\xc3\xa9\r\n\r\n"
+    wire = (
+        b"\xef\xbb\xbfretry: 1500\r\n\r\n: beat\r\n\r\n"
+        b"id: 1\r\nevent: progress\r\ndata: \xc3\xa9t\xc3\xa9\r\n\r\n"
+    )
     expected = [Retry(1500), Comment("beat"), ServerSentEvent("été", "progress", "1")]
     assert SSEDecoder().receive_data(wire) == expected
     for cut in range(1, len(wire)):
