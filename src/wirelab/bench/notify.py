@@ -7,11 +7,12 @@ both ways are counted on the wire. The server's CPU seconds (psutil, user + syst
 and after each transport's run; they include running the jobs themselves, which is the same work
 for every transport, so the differences between rows are what the transports cost.
 
-Latency is how long a notification took: the client's wall clock when an update reached it, minus
-the snapshot's `updated_at` (the server's wall clock when that version was published; one machine,
-one clock). Updates published before the client started following are not notifications and are
-left out. Clients follow from the version their submission returned, as a real client that just
-created a job would.
+Latency is how long a notification took, counted per event published while the client followed:
+from the snapshot's `updated_at` (the server's wall clock when that version was published) to the
+client's wall clock when it first held that version or a newer one (one machine, one clock). After
+each run the bench replays every job's versions over SSE, straight from the server and outside the
+measured window, to know every event, including those a poller skipped. Clients follow from the
+version their submission returned, as a real client that just created a job would.
 
 "get" is plain request/response: the client asks once when it expects the job to be done (after
 steps x step_ms) and again every interval until it sees `done`; only that final answer is a
@@ -39,10 +40,10 @@ from rich.progress import Progress
 from wirelab.bench import runner
 from wirelab.bench.relay import CountingRelay
 from wirelab.bench.report import Column, cpu_seconds, percentile, print_table, write_json
-from wirelab.clients import TRANSPORTS, Follower, JobsClient, Update, follower_for
+from wirelab.clients import TRANSPORTS, Follower, JobsClient, SSEFollower, Update, follower_for
 from wirelab.testing import ServerProcess
 
-__all__ = ["NotifyPlan", "run_notify", "summary"]
+__all__ = ["NotifyPlan", "Outcome", "latencies_ms", "measure", "published_at", "run_notify", "summary"]
 
 COLUMNS = (
     Column("transport", "transport"),
@@ -75,16 +76,17 @@ class NotifyPlan:
         return {"kind": "demo", "steps": self.steps, "step_ms": self.step_ms}
 
 
-@dataclass
-class _Outcome:
-    """What one client saw while following one job."""
-
-    requests: int = 0
-    updates: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
-
-
 Stamped = tuple[Update, float]
+
+
+@dataclass
+class Outcome:
+    """What one client saw while following one job: each update with the wall time it arrived."""
+
+    topic: str
+    started: float
+    requests: int = 0
+    stamped: list[Stamped] = field(default_factory=list)
 
 
 def published_at(update: Update) -> float:
@@ -92,20 +94,37 @@ def published_at(update: Update) -> float:
     return datetime.fromisoformat(update.data["updated_at"]).timestamp()
 
 
-async def _follow(via: str, url: str, plan: NotifyPlan, snapshot: dict[str, Any]) -> _Outcome:
+def latencies_ms(outcome: Outcome, history: Sequence[Update], *, final_only: bool) -> list[float]:
+    """For each event published while the client followed: how long until it saw that or newer.
+
+    Counting per published event, not per update received, is what makes polling honest: a short
+    poll that skipped three versions told its client about each of them late, not about none.
+    """
+    delays = []
+    for event in history:
+        published = published_at(event)
+        if published < outcome.started or (final_only and not event.final):
+            continue
+        seen = [at for update, at in outcome.stamped if update.version >= event.version]
+        if seen:
+            delays.append((min(seen) - published) * 1000)
+    return delays
+
+
+async def _follow(via: str, url: str, plan: NotifyPlan, snapshot: dict[str, Any]) -> Outcome:
     follower = follower_for(via, url, interval=plan.interval, wait=plan.wait)
-    topic = f"jobs/{snapshot['id']}"
-    started = time.time()
+    outcome = Outcome(f"jobs/{snapshot['id']}", time.time())
     try:
         if via == "get":
-            stamped = await _ask_until_done(follower, topic, plan, due=time.monotonic() + plan.job_s)
+            due = time.monotonic() + plan.job_s
+            outcome.stamped = await _ask_until_done(follower, outcome.topic, plan, due=due)
         else:
-            stamped = [(u, time.time()) async for u in follower.follow(topic, after=snapshot["version"])]
+            updates = follower.follow(outcome.topic, after=snapshot["version"])
+            outcome.stamped = [(u, time.time()) async for u in updates]
     finally:
         await follower.aclose()
-    counted = [(u, at) for u, at in stamped if published_at(u) >= started]
-    latencies = [(at - published_at(u)) * 1000 for u, at in counted]
-    return _Outcome(follower.requests, len(stamped), latencies)
+    outcome.requests = follower.requests
+    return outcome
 
 
 async def _ask_until_done(follower: Follower, topic: str, plan: NotifyPlan, *, due: float) -> list[Stamped]:
@@ -118,26 +137,40 @@ async def _ask_until_done(follower: Follower, topic: str, plan: NotifyPlan, *, d
         await asyncio.sleep(plan.interval)
 
 
+async def _history(url: str, topic: str) -> list[Update]:
+    """Every version of a finished job, replayed over SSE from version 0, straight from the server."""
+    replay = SSEFollower(url)
+    try:
+        return [update async for update in replay.follow(topic, after=0)]
+    finally:
+        await replay.aclose()
+
+
 async def _run_transport(
     via: str,
     plan: NotifyPlan,
     relay: CountingRelay,
-    pid: int,
+    server: ServerProcess,
     jobs: JobsClient,
     advance: Callable[[], None],
 ) -> dict[str, Any]:
-    wire, cpu = relay.statistics(), cpu_seconds(pid)
+    wire, cpu = relay.statistics(), cpu_seconds(server.pid)
     snapshots = await asyncio.gather(*(jobs.submit(plan.spec) for _ in range(plan.jobs)))
 
-    async def follow(snapshot: dict[str, Any]) -> _Outcome:
+    async def follow(snapshot: dict[str, Any]) -> Outcome:
         outcome = await _follow(via, relay.url, plan, snapshot)
         advance()
         return outcome
 
     outcomes = await asyncio.gather(*(follow(s) for s in snapshots))
     await relay.wait_idle()
-    wire, cpu = relay.statistics() - wire, cpu_seconds(pid) - cpu
-    latencies = [x for o in outcomes for x in o.latencies_ms]
+    wire, cpu = relay.statistics() - wire, cpu_seconds(server.pid) - cpu
+    histories = await asyncio.gather(*(_history(server.url, o.topic) for o in outcomes))
+    latencies = [
+        x
+        for o, h in zip(outcomes, histories, strict=True)
+        for x in latencies_ms(o, h, final_only=via == "get")
+    ]
     return {
         "transport": via,
         "requests": sum(o.requests for o in outcomes),
@@ -147,7 +180,8 @@ async def _run_transport(
         "latency_p99_ms": percentile(latencies, 99),
         "cpu_s": round(cpu, 3),
         "connections": wire.connections,
-        "updates": sum(o.updates for o in outcomes),
+        "updates": sum(len(o.stamped) for o in outcomes),
+        "notifications": len(latencies),
         "jobs": plan.jobs,
     }
 
@@ -161,7 +195,7 @@ async def measure(plan: NotifyPlan, server: ServerProcess, progress: Progress) -
             for via in plan.transports:
                 task = progress.add_task(f"{via}: jobs followed", total=plan.jobs)
                 advance = functools.partial(progress.advance, task)
-                rows.append(await _run_transport(via, plan, relay, server.pid, jobs, advance))
+                rows.append(await _run_transport(via, plan, relay, server, jobs, advance))
     finally:
         await jobs.aclose()
     return rows
