@@ -6,8 +6,8 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.helpers import create_job, wait_done
 
+from tests.helpers import create_job, wait_done
 from wirelab.testing import ServerProcess
 
 

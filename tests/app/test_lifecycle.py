@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.helpers import create_job
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from tests.helpers import create_job
 from wirelab.proto.sse import ServerSentEvent, SSEDecoder
 from wirelab.testing import ServerProcess
 

@@ -7,8 +7,8 @@ import time
 
 import httpx
 import pytest
-from tests.helpers import create_job, wait_done, wait_idle
 
+from tests.helpers import create_job, wait_done, wait_idle
 from wirelab.testing import ServerProcess
 
 

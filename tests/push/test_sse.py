@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 import httpx
-from tests.helpers import create_job, wait_done, wait_idle
 
+from tests.helpers import create_job, wait_done, wait_idle
 from wirelab.proto.sse import Comment, Retry, ServerSentEvent, SSEDecoder
 from wirelab.testing import ServerProcess
 

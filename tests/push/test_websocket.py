@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.helpers import create_job, wait_done, wait_idle
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from tests.helpers import create_job, wait_done, wait_idle
 from wirelab.testing import ServerProcess
 
 
