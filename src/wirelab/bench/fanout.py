@@ -22,21 +22,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 from rich.console import Console
 from rich.progress import Progress
 
 from wirelab.bench import runner
-from wirelab.bench.peer import PeerProcess
 from wirelab.bench.report import (
     Column,
     cpu_seconds,
@@ -47,11 +47,10 @@ from wirelab.bench.report import (
     write_json,
 )
 from wirelab.bench.swarm import SwarmProcess
-from wirelab.testing import ServerProcess, free_port
+from wirelab.bench.targets import PEER, Target, open_target
 
-__all__ = ["IMPLS", "PEER", "FanoutPlan", "measure", "run_fanout"]
+__all__ = ["IMPLS", "PEER", "FanoutPlan", "measure", "run_fanout", "summary"]
 
-PEER = "websockets-broadcast"
 IMPLS = ("wirelab-mixed", "wirelab-ws", PEER)
 MIXES = {"wirelab-mixed": ("sse", "ws", "long"), "wirelab-ws": ("ws",), PEER: ("ws",)}
 GOAL_RSS_KIB = 14.0
@@ -82,88 +81,19 @@ class FanoutPlan:
     settle_s: float = 1.0
 
 
-class Target(Protocol):
-    """A server under test, as the measurement sees it: a pid, a port and two control calls."""
-
-    @property
-    def pid(self) -> int: ...
-
-    @property
-    def port(self) -> int: ...
-
-    async def publish(self, http: httpx.AsyncClient, user: str) -> int: ...
-
-    async def subscribers(self, http: httpx.AsyncClient) -> int: ...
-
-
-class WirelabTarget:
-    def __init__(self, server: ServerProcess) -> None:
-        self._server = server
-
-    @property
-    def pid(self) -> int:
-        return self._server.pid
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    async def publish(self, http: httpx.AsyncClient, user: str) -> int:
-        response = await http.post("/logins", json={"user": user})
-        response.raise_for_status()
-        version: int = response.json()["version"]
-        return version
-
-    async def subscribers(self, http: httpx.AsyncClient) -> int:
-        response = await http.get("/healthz")
-        response.raise_for_status()
-        feed = response.json()["feed"]
-        return int(feed["followers"] + feed["waiters"])
-
-
-class PeerTarget:
-    def __init__(self, peer: PeerProcess) -> None:
-        self._peer = peer
-
-    @property
-    def pid(self) -> int:
-        return self._peer.pid
-
-    @property
-    def port(self) -> int:
-        return self._peer.port
-
-    async def publish(self, http: httpx.AsyncClient, user: str) -> int:
-        response = await http.get("/publish", params={"user": user})
-        response.raise_for_status()
-        version: int = response.json()["version"]
-        return version
-
-    async def subscribers(self, http: httpx.AsyncClient) -> int:
-        response = await http.get("/stats")
-        response.raise_for_status()
-        return int(response.json()["subscribers"])
-
-
-@contextlib.contextmanager
-def open_target(impl: str, work_dir: Path) -> Iterator[Target]:
-    """Start the server `impl` needs as a child process; stop it on the way out, whatever happens."""
-    if impl == PEER:
-        with PeerProcess(free_port(), log_path=work_dir / "peer.log") as peer:
-            yield PeerTarget(peer)
-        return
-    data_dir = work_dir / impl
-    with ServerProcess(data_dir, "--log-level", "warning") as server:
-        yield WirelabTarget(server)
-
-
 # -- one implementation --------------------------------------------------------------------------
 
 
 @dataclass
-class _Phase:
-    """What `measure` learns on its way, gathered into a row at the end."""
+class _Run:
+    """One implementation's run: what it works with, and the figures it gathers on the way."""
 
+    impl: str
+    target: Target
+    plan: FanoutPlan
+    http: httpx.AsyncClient
+    progress: Progress
+    swarms: list[SwarmProcess] = field(default_factory=list)
     connected: int = 0
     connect_s: float = 0.0
     rss_before: int = 0
@@ -175,61 +105,55 @@ class _Phase:
 async def measure(
     impl: str, target: Target, plan: FanoutPlan, work_dir: Path, progress: Progress
 ) -> dict[str, Any]:
-    """Connect, measure idle memory, fan messages out; one table row."""
-    phase = _Phase()
+    """Warm up, connect, measure idle memory, fan the messages out; one table row."""
     base = f"http://127.0.0.1:{target.port}"
     async with httpx.AsyncClient(base_url=base, timeout=120) as http, contextlib.AsyncExitStack() as stack:
+        run = _Run(impl, target, plan, http, progress)
         after = await target.publish(http, "warm-up")
         await asyncio.sleep(plan.settle_s / 2)
-        phase.rss_before = rss_bytes(target.pid)
-        swarms = [
-            await stack.enter_async_context(SwarmProcess(work_dir / f"swarm-{i}.log"))
-            for i in range(plan.procs)
-        ]
-        await _connect(impl, target, http, swarms, plan, after, phase, progress)
-        phase.rss_idle = rss_bytes(target.pid)
-        await _fan_out(impl, target, http, swarms, plan, phase, progress)
-        reports = await asyncio.gather(*(s.request({"op": "report"}) for s in swarms))
-    return _row(impl, plan, phase, reports)
+        run.rss_before = rss_bytes(target.pid)
+        for i in range(plan.procs):
+            run.swarms.append(await stack.enter_async_context(SwarmProcess(work_dir / f"swarm-{i}.log")))
+        await _connect(run, after)
+        run.rss_idle = rss_bytes(target.pid)
+        await _fan_out(run)
+        reports = await asyncio.gather(*(s.request({"op": "report"}) for s in run.swarms))
+    return _row(run, reports)
 
 
-async def _connect(
-    impl: str,
-    target: Target,
-    http: httpx.AsyncClient,
-    swarms: Sequence[SwarmProcess],
-    plan: FanoutPlan,
-    after: int,
-    phase: _Phase,
-    progress: Progress,
-) -> None:
-    kinds = _kinds(MIXES[impl], plan.clients)
-    task = progress.add_task(f"{impl}: connect", total=plan.clients)
-    done = [0] * len(swarms)
-
-    def report(index: int) -> Callable[[int], None]:
-        def update(count: int) -> None:
-            done[index] = count
-            progress.update(task, completed=sum(done))
-
-        return update
-
+async def _connect(run: _Run, after: int) -> None:
+    """Open every subscriber in batches, then wait until the server counts them all, then settle."""
     started = time.monotonic()
-    batch = max(1, math.ceil(plan.batch / len(swarms)))
+    on_progress = _progress_adder(run.progress, f"{run.impl}: connect", run.plan.clients, len(run.swarms))
+    batch = max(1, math.ceil(run.plan.batch / len(run.swarms)))
+    parts = _split(_kinds(MIXES[run.impl], run.plan.clients), len(run.swarms))
     replies = await asyncio.gather(
         *(
             swarm.request(
-                {"op": "connect", "port": target.port, "kinds": part, "after": after, "batch": batch},
-                report(i),
+                {"op": "connect", "port": run.target.port, "kinds": kinds, "after": after, "batch": batch},
+                functools.partial(on_progress, i),
             )
-            for i, (swarm, part) in enumerate(zip(swarms, _split(kinds, len(swarms)), strict=True))
+            for i, (swarm, kinds) in enumerate(zip(run.swarms, parts, strict=True))
         )
     )
-    phase.connected = sum(r["connected"] for r in replies)
-    _complain_about_failures(progress.console, impl, replies)
-    await _wait_subscribed(target, http, phase.connected, plan.timeout_s)
-    phase.connect_s = time.monotonic() - started
-    await asyncio.sleep(plan.settle_s)
+    run.connected = sum(r["connected"] for r in replies)
+    _complain_about_failures(run.progress.console, run.impl, replies)
+    if not await _wait_subscribed(run.target, run.http, run.connected, run.plan.timeout_s):
+        run.progress.console.print(f"[yellow]{run.impl}: not every client was subscribed in time")
+    run.connect_s = time.monotonic() - started
+    await asyncio.sleep(run.plan.settle_s)
+
+
+def _progress_adder(progress: Progress, title: str, total: int, parts: int) -> Callable[[int, int], None]:
+    """A callback for part i's running count, shown as one bar over all parts."""
+    task = progress.add_task(title, total=total)
+    counts = [0] * parts
+
+    def update(part: int, count: int) -> None:
+        counts[part] = count
+        progress.update(task, completed=sum(counts))
+
+    return update
 
 
 def _kinds(mix: Sequence[str], clients: int) -> list[str]:
@@ -248,73 +172,62 @@ def _complain_about_failures(console: Console, impl: str, replies: Sequence[dict
         console.print(f"[yellow]{impl}: {failed} subscribers failed to connect: {reasons}")
 
 
-async def _wait_subscribed(target: Target, http: httpx.AsyncClient, expected: int, seconds: float) -> None:
+async def _wait_subscribed(target: Target, http: httpx.AsyncClient, expected: int, seconds: float) -> bool:
     """Connected is not subscribed: wait until the server itself counts every subscriber.
 
-    Polling is the only way to ask a server in another process; it stops after `seconds`.
+    Polling is the only way to ask a server in another process; False if `seconds` ran out.
     """
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             while True:
                 if await target.subscribers(http) >= expected:
-                    return
+                    return True
                 await asyncio.sleep(0.2)
+    return False
 
 
-async def _fan_out(
-    impl: str,
-    target: Target,
-    http: httpx.AsyncClient,
-    swarms: Sequence[SwarmProcess],
-    plan: FanoutPlan,
-    phase: _Phase,
-    progress: Progress,
-) -> None:
-    task = progress.add_task(f"{impl}: publish", total=plan.messages)
-    server_cpu, client_cpu = cpu_seconds(target.pid), _client_cpu(swarms)
-    for n in range(plan.messages):
-        version = await target.publish(http, f"user-{n}")
-        command = {"op": "await", "version": version, "seconds": plan.timeout_s}
-        await asyncio.gather(*(s.request(command) for s in swarms))
-        progress.advance(task)
-    phase.server_cpu_s = cpu_seconds(target.pid) - server_cpu
-    phase.client_cpu_s = _client_cpu(swarms) - client_cpu
+async def _fan_out(run: _Run) -> None:
+    """Publish each message once every subscriber has the previous one; CPU of both sides meanwhile."""
+    task = run.progress.add_task(f"{run.impl}: publish", total=run.plan.messages)
+    server_cpu, client_cpu = cpu_seconds(run.target.pid), _client_cpu(run.swarms)
+    for n in range(run.plan.messages):
+        version = await run.target.publish(run.http, f"user-{n}")
+        command = {"op": "await", "version": version, "seconds": run.plan.timeout_s}
+        await asyncio.gather(*(s.request(command) for s in run.swarms))
+        run.progress.advance(task)
+    run.server_cpu_s = cpu_seconds(run.target.pid) - server_cpu
+    run.client_cpu_s = _client_cpu(run.swarms) - client_cpu
 
 
 def _client_cpu(swarms: Sequence[SwarmProcess]) -> float:
     return sum(cpu_seconds(s.pid) for s in swarms)
 
 
-def _row(impl: str, plan: FanoutPlan, phase: _Phase, reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def _row(run: _Run, reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     latencies = [x for r in reports for x in r["latencies_ms"]]
     firsts = [r["first_at"] for r in reports if r["first_at"] is not None]
     lasts = [r["last_receipt"] for r in reports if r["last_receipt"] is not None]
     fanout_s = max(lasts) - min(firsts) if firsts else None
-    errors = {k: v for r in reports for k, v in r["errors"].items()}
     return {
-        "impl": impl,
-        "clients": phase.connected,
+        "impl": run.impl,
+        "clients": run.connected,
         "delivered_per_s": len(latencies) / fanout_s if fanout_s else None,
         "latency_p99_ms": percentile(latencies, 99),
-        "rss_per_conn_kib": _per_conn_kib(phase),
+        "rss_per_conn_kib": (run.rss_idle - run.rss_before) / run.connected / 1024
+        if run.connected
+        else None,
         "latency_p50_ms": percentile(latencies, 50),
-        "messages": plan.messages,
+        "messages": run.plan.messages,
         "deliveries": len(latencies),
-        "missing": phase.connected * plan.messages - len(latencies),
+        "missing": run.connected * run.plan.messages - len(latencies),
         "fanout_s": fanout_s,
-        "connect_s": phase.connect_s,
-        "server_rss_idle_mib": phase.rss_idle / (1 << 20),
-        "server_cpu_s": phase.server_cpu_s,
-        "client_cpu_s": phase.client_cpu_s,
-        "mix": "+".join(MIXES[impl]),
-        "errors": errors,
+        "connect_s": run.connect_s,
+        "server_rss_idle_mib": run.rss_idle / (1 << 20),
+        "server_cpu_s": run.server_cpu_s,
+        "client_cpu_s": run.client_cpu_s,
+        "mix": "+".join(MIXES[run.impl]),
+        "errors": {k: v for r in reports for k, v in r["errors"].items()},
     }
-
-
-def _per_conn_kib(phase: _Phase) -> float | None:
-    if not phase.connected:
-        return None
-    return (phase.rss_idle - phase.rss_before) / phase.connected / 1024
 
 
 # -- the whole scenario ----------------------------------------------------------------------------

@@ -76,6 +76,7 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        "load_avg_1m": round(os.getloadavg()[0], 2),  # other work on the box skews every figure
     }
 
 
