@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from typing import Any
 
@@ -38,3 +40,20 @@ def wait_idle(url: str, timeout: float = 5) -> dict[str, int]:
         time.sleep(0.02)
         counts = feed_counts(url)
     return counts
+
+
+def publish_pipelined(port: int, *, count: int) -> None:
+    """Many logins on one keep-alive connection, written at once, answers read after."""
+    body = json.dumps({"user": "x" * 250}).encode()
+    request = (
+        b"POST /logins HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(60)
+        sock.sendall(request * count)
+        answered = 0
+        while answered < count:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the server closed the publishing connection"
+            answered += chunk.count(b"HTTP/1.1 202")

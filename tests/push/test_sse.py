@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.helpers import create_job, wait_done, wait_idle
+from tests.helpers import create_job, publish_pipelined, wait_done, wait_idle
 from wirelab.proto.sse import Comment, Retry, ServerSentEvent, SSEDecoder
 from wirelab.testing import ServerProcess
 
@@ -96,6 +98,41 @@ def test_a_client_that_disconnects_mid_stream_leaves_no_follower(server: ServerP
         assert httpx.get(f"{server.url}/healthz").json()["feed"]["followers"] >= 1
     assert wait_idle(server.url) == {**wait_idle(server.url), "waiters": 0, "followers": 0}
     httpx.delete(f"{server.url}/jobs/{job['id']}")
+
+
+def test_a_stream_that_stops_reading_is_dropped_and_can_resume(tmp_path: Path) -> None:
+    """Bounded memory: a stalled SSE reader is cut off once it lags by more than --max-lag versions."""
+    with ServerProcess(tmp_path, "--max-lag", "20") as server:
+        head = httpx.post(f"{server.url}/logins", json={"user": "start"}).json()["version"]
+        with socket.socket() as stalled:
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.connect(("127.0.0.1", server.port))
+            stalled.sendall(
+                f"GET /topics/logins/events HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {head}\r\n\r\n".encode()
+            )
+            _wait_followers(server.url, 1)
+            publish_pipelined(server.port, count=16000)
+            assert httpx.get(f"{server.url}/healthz").json()["feed"]["followers"] == 0
+            received = _recv_to_end(stalled)
+        versions = [int(v) for v in re.findall(rb"\nid: (\d+)\n", received)]
+        assert versions == list(range(head + 1, head + 1 + len(versions)))  # nothing skipped
+        resume = f"{server.url}/topics/logins/events"
+        with httpx.stream("GET", resume, headers={"last-event-id": str(versions[-1])}) as response:
+            decoder, first = SSEDecoder(), None
+            for chunk in response.iter_raw():
+                events = [e for e in decoder.receive_data(chunk) if isinstance(e, ServerSentEvent)]
+                if events:
+                    first = events[0]
+                    break
+        assert first is not None and int(first.id) == versions[-1] + 1
+
+
+def _recv_to_end(sock: socket.socket) -> bytes:
+    sock.settimeout(10)
+    data = b""
+    while chunk := sock.recv(1 << 16):
+        data += chunk
+    return data
 
 
 def _wait_followers(url: str, count: int) -> None:

@@ -18,7 +18,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.helpers import create_job, wait_done, wait_idle
+from tests.helpers import create_job, publish_pipelined, wait_done, wait_idle
 from wirelab.testing import ServerProcess
 
 
@@ -128,7 +128,7 @@ def test_a_subscriber_that_stops_reading_is_dropped_and_can_resume(tmp_path: Pat
         head = httpx.post(f"{server.url}/logins", json={"user": "start"}).json()["version"]
         with _stalled_subscriber(server.port, "logins", head) as stalled:
             _wait_followers(server.url, 1)
-            _publish_pipelined(server.port, count=16000)  # ~5 MiB, past every socket buffer
+            publish_pipelined(server.port, count=16000)  # ~5 MiB, past every socket buffer
             assert _followers(server.url) == 0, "the stalled subscriber was never dropped"
             messages = [json.loads(payload) for payload in _read_text_frames(stalled)]
         versions = [m["version"] for m in messages if "version" in m]
@@ -139,23 +139,6 @@ def test_a_subscriber_that_stops_reading_is_dropped_and_can_resume(tmp_path: Pat
         with _ws(server) as again:
             again.send(json.dumps({"op": "subscribe", "topic": "logins", "after": resume_after}))
             assert json.loads(again.recv(timeout=5))["version"] == resume_after + 1
-
-
-def _publish_pipelined(port: int, *, count: int) -> None:
-    """Many logins on one keep-alive connection, written at once, answers read after."""
-    body = json.dumps({"user": "x" * 250}).encode()
-    request = (
-        b"POST /logins HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-    )
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.settimeout(60)
-        sock.sendall(request * count)
-        answered = 0
-        while answered < count:
-            chunk = sock.recv(1 << 20)
-            assert chunk, "the server closed the publishing connection"
-            answered += chunk.count(b"HTTP/1.1 202")
 
 
 @contextlib.contextmanager

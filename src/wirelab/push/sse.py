@@ -8,6 +8,10 @@ quiet stream from a dead one.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+
 from wirelab.errors import NotFound
 from wirelab.feed import Entry, Feed, Lagged
 from wirelab.http import Request
@@ -16,6 +20,10 @@ from wirelab.proto.sse import encode_comment, encode_retry
 from wirelab.push.frames import sse_frame
 
 __all__ = ["serve_sse"]
+
+log = logging.getLogger("wirelab.push")
+
+DROP_TIMEOUT_S = 1.0
 
 
 async def serve_sse(
@@ -59,9 +67,22 @@ async def serve_sse(
         )
     except ClientGone:
         return
-    except Lagged:
-        pass  # end the stream; EventSource reconnects with Last-Event-ID and catches up
+    except Lagged as lag:
+        await _end_stalled(request, lag)
+        return
     await request.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _end_stalled(request: Request, lag: Lagged) -> None:
+    """End the stream of a client too far behind; EventSource reconnects with Last-Event-ID.
+
+    If even the end of the stream cannot pass its full buffers, we give up on it and the server
+    closes the connection (uvicorn logs that the response was left incomplete, which it was).
+    """
+    log.warning("dropping an SSE client of %s: %s", lag.topic, lag)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DROP_TIMEOUT_S):
+            await request.send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _resume_point(request: Request, latest: Entry | None) -> int:

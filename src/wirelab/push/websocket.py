@@ -16,6 +16,7 @@ from wirelab.feed import Entry, Feed, Lagged
 from wirelab.http import WebSocket, WebSocketClosed
 from wirelab.proto.pushwire import Subscribe, parse_client_message
 from wirelab.push.frames import ws_message
+from wirelab.push.sse import DROP_TIMEOUT_S, log
 
 __all__ = ["TopicCheck", "serve_echo", "serve_push"]
 
@@ -23,7 +24,6 @@ TopicCheck = Callable[[str], Awaitable[None]]
 """Raises a ProblemError (NotFound) for a topic a client may not subscribe to."""
 
 CLOSE_TOO_SLOW = 1008
-DROP_TIMEOUT_S = 1.0
 
 
 async def serve_push(feed: Feed, ws: WebSocket, check_topic: TopicCheck) -> None:
@@ -90,6 +90,7 @@ async def _drop(ws: WebSocket, lag: Lagged) -> None:
 
     Either way the client resumes from the last version it received.
     """
+    log.warning("dropping a WebSocket subscriber of %s: %s", lag.topic, lag)
     notice = json.dumps({"topic": lag.topic, "lagged": True, "resume_after": lag.cursor})
     try:
         async with asyncio.timeout(DROP_TIMEOUT_S):
