@@ -110,6 +110,7 @@ class Jobs:
         entry = await self._publish(job, "progress")
         self._active[job.id] = job
         self._queue.put_nowait(job)
+        log.info("job %s queued (%s %s)", job.id, job.kind, job.params)
         return entry
 
     async def cancel(self, job_id: str) -> Entry:
@@ -123,6 +124,7 @@ class Jobs:
         if job.task is not None:
             job.task.cancel()
         del self._active[job_id]
+        log.info("job %s canceled", job_id)
         return await self._publish(job, "canceled")
 
     def statistics(self) -> dict[str, int]:
@@ -163,6 +165,7 @@ class Jobs:
     async def _finish(self, job: _Job, event: str) -> None:
         self._active.pop(job.id, None)
         await self._publish(job, event)
+        log.info("job %s %s", job.id, event)
 
     async def _publish(self, job: _Job, event: str) -> Entry:
         return await self._feed.publish(job.topic, event, job.snapshot, final=event in TERMINAL_STATES)
