@@ -1,9 +1,10 @@
 """A swarm of lean subscribers in a child process, driven by the bench over a pipe of JSON lines.
 
 Theory of operation: the fan-out bench must not be limited by its own clients, so the subscribers
-live in one or more child processes (`python -m wirelab.bench.swarm`), each on its own event loop
-and, with two cores, its own CPU. The parent (`SwarmProcess`) writes one command per line on the
-child's stdin and reads one reply per line from its stdout; progress lines may come before a reply.
+live in one or more child processes (`python -m wirelab.bench.swarm`), each on its own uvloop
+event loop, where the scheduler can give it a core the server is not using. The parent
+(`SwarmProcess`) writes one command per line on the child's stdin and reads one reply per line from
+its stdout; progress lines may come before a reply.
 
     {"op": "connect", "port": P, "kinds": ["sse", "ws", ...], "after": V, "batch": B}
         -> {"progress": n} after each batch, then {"connected": n, "failed": f, "errors": {...}}
