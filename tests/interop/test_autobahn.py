@@ -45,7 +45,7 @@ EXCLUDED = {
 
 
 def test_autobahn_cases_against_echo(server: ServerProcess, tmp_path: Path) -> None:
-    """RFC 6455 (framing §5, closing §7, UTF-8 §8.1) and RFC 7692 (permessage-deflate), case by case."""
+    """RFC 6455 (framing §5, closing §7, UTF-8 §8.1) and RFC 7692 §7 (permessage-deflate), case by case."""
     kosoku = peer_tool("kosoku")
     exclusions = [*EXCLUDED, *([] if FULL else LARGE_DEFLATE)]
     command = [kosoku, "-m", "fuzzingclient", "-p", "2", "-o", str(tmp_path)]

@@ -10,6 +10,7 @@ import json
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,10 +86,12 @@ def finished_job(server: ServerProcess) -> dict[str, Any]:
 
 
 @pytest.fixture
-def stuck_job(server: ServerProcess) -> Any:
+def stuck_job(server: ServerProcess) -> Iterator[dict[str, Any]]:
     """A running job that will not change by itself during the test; canceled afterwards."""
     job = create_job(server.url, steps=1, step_ms=STUCK_MS)
-    snapshot = httpx.get(f"{server.url}/jobs/{job['id']}", params={"after": 1, "wait": 5}).json()
+    snapshot: dict[str, Any] = httpx.get(
+        f"{server.url}/jobs/{job['id']}", params={"after": 1, "wait": 5}
+    ).json()
     assert snapshot["state"] == "running"
     yield snapshot
     httpx.delete(f"{server.url}/jobs/{job['id']}")
@@ -145,7 +148,7 @@ def test_long_poll_returns_the_unchanged_snapshot_after_wait(
 
 
 def test_event_stream_runs_to_done_and_ends(server: ServerProcess) -> None:
-    """WHATWG HTML §9.2.4-§9.2.6: text/event-stream of id/event/data events; it ends after `done`."""
+    """WHATWG HTML §9.2.5-§9.2.6: text/event-stream of id/event/data events; it ends after `done`."""
     job = create_job(server.url, steps=5, step_ms=50)
     reply = curl("-N", "--max-time", "10", f"{server.url}/jobs/{job['id']}/events")
     assert reply.returncode == 0, "curl did not see the stream end by itself"
@@ -182,7 +185,7 @@ def test_event_stream_resumed_after_the_final_event_ends_at_once(
     server: ServerProcess, finished_job: dict[str, Any]
 ) -> None:
     """WHATWG HTML §9.2.3: EventSource reconnects after `done` with Last-Event-ID = its id; the server
-    must end that request at once, and 204 No Content is how it tells the client to stop reconnecting.
+    must end that request at once, and (§9.2.7) 204 No Content tells the client to stop reconnecting.
     """
     url = f"{server.url}/jobs/{finished_job['id']}/events"
     last = str(finished_job["version"])

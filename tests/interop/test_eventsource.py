@@ -75,20 +75,14 @@ def test_resume_with_last_event_id(node_peer: Start, server: ServerProcess) -> N
 def test_reconnects_by_itself_across_a_server_restart(node_peer: Start, tmp_path: Path) -> None:
     """WHATWG HTML §9.2.3: when the stream drops, EventSource waits `retry` ms and reconnects with
     Last-Event-ID; the restarted server resumes the job and the client misses and repeats nothing."""
-    first = ServerProcess(tmp_path, "--heartbeat", "0.5").start()
-    second = ServerProcess(tmp_path, "--heartbeat", "0.5", port=first.port)
-    try:
+    with ServerProcess(tmp_path, "--heartbeat", "0.5") as first:
         job = create_job(first.url, steps=20, step_ms=150)
         url = f"{first.url}/jobs/{job['id']}/events?after=0"
         peer = node_peer("sse_client.mjs", url, JOB_EVENTS)
         before = peer.until(lambda r: r["type"] == "event" and int(r["id"]) >= 4)
-        assert first.stop() == 0
-        second.start()
+    with ServerProcess(tmp_path, "--heartbeat", "0.5", port=first.port):
         after = peer.until(is_event("done"), timeout=20)
         peer.send({"op": "close"})
-    finally:
-        first.kill()
-        second.stop()
     records = before + after
     seen = versions(records)
     assert sum(r["type"] == "request" for r in records) >= 2, "EventSource did not reconnect"
@@ -107,7 +101,7 @@ def test_reconnects_by_itself_across_a_server_restart(node_peer: Start, tmp_path
 )
 def test_stops_reconnecting_once_the_job_is_done(node_peer: Start, server: ServerProcess) -> None:
     """WHATWG HTML §9.2.3: the stream ends after `done`, so EventSource reconnects with
-    Last-Event-ID = done's id; the server answers 204 No Content and the client stops for good."""
+    Last-Event-ID = done's id; the server should answer 204 No Content (§9.2.7) so it stops for good."""
     job = create_job(server.url, steps=2, step_ms=0)
     final = wait_done(server.url, job["id"])["version"]
     peer = node_peer("sse_client.mjs", f"{server.url}/jobs/{job['id']}/events", JOB_EVENTS)

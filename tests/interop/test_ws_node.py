@@ -98,6 +98,7 @@ def test_reconnect_with_after_resumes_without_loss_or_repeat(
         ({"op": "binary", "base64": base64.b64encode(b"{}").decode()}, "text frames"),
         ({"op": "text", "data": '{"op": "subscribe", "topic": "jobs/0000000000000000"}'}, "no job"),
     ],
+    ids=["not-json", "unknown-op", "not-an-object", "binary-frame", "unknown-job"],
 )
 def test_a_bad_message_gets_a_problem_and_the_socket_stays_usable(
     node_peer: Start, server: ServerProcess, frame: Record, detail: str
@@ -153,7 +154,7 @@ def test_echo_text_and_binary(node_peer: Start, server: ServerProcess) -> None:
 
 
 def test_permessage_deflate_is_negotiated(node_peer: Start, server: ServerProcess) -> None:
-    """RFC 7692 §5: ws offers permessage-deflate and the server accepts it; echo still works."""
+    """RFC 7692 §7: ws offers permessage-deflate and the server accepts it; echo still works."""
     peer = node_peer("ws_client.mjs", ws_url(server, "/ws/echo"))
     opened = peer.next()
     assert opened["type"] == "open"
