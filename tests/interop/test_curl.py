@@ -228,6 +228,28 @@ def test_problem_details(
     assert problem["detail"]
 
 
+def test_head_is_get_without_content(server: ServerProcess, finished_job: dict[str, Any]) -> None:
+    """RFC 9110 §9.3.2: HEAD answers with GET's status and headers and no content."""
+    url = f"{server.url}/jobs/{finished_job['id']}"
+    head = curl("-I", url)
+    get = curl(url)
+    assert head.status == get.status == 200
+    assert head.body == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["x-feed-version"] == get.headers["x-feed-version"]
+
+
+@pytest.mark.xfail(strict=True, reason="server bug: a 405 carries no Allow header")
+def test_method_not_allowed_says_which_are(server: ServerProcess, finished_job: dict[str, Any]) -> None:
+    """RFC 9110 §15.5.6: a 405 MUST carry an Allow header listing the methods the resource supports."""
+    reply = curl("-X", "PUT", f"{server.url}/jobs/{finished_job['id']}")
+    assert reply.status == 405
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert reply.json()["status"] == 405
+    allowed = {method.strip() for method in reply.headers.get("allow", "").split(",")}
+    assert allowed == {"DELETE", "GET", "HEAD"}
+
+
 def test_event_stream_rejects_a_malformed_last_event_id(
     server: ServerProcess, finished_job: dict[str, Any]
 ) -> None:
