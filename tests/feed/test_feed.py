@@ -155,3 +155,32 @@ async def test_close_releases_every_waiter_and_follower() -> None:
     assert (await asyncio.wait_for(waiter, 1)) is not None
     assert await asyncio.wait_for(follower, 1) == 1
     assert feed.statistics()["waiters"] == feed.statistics()["followers"] == 0
+
+
+async def test_a_caught_up_follower_is_pushed_to_without_waking_its_task() -> None:
+    """The fan-out fast path: push while caught up; pull (deliver) when push declines or at the end."""
+    feed = Feed(MemoryEventStore())
+    pushed: list[int] = []
+    delivered: list[int] = []
+    accept = True
+
+    def push(entry: Entry) -> bool:
+        if accept:
+            pushed.append(entry.version)
+        return accept
+
+    async def deliver(entry: Entry) -> None:
+        delivered.append(entry.version)
+
+    follower = asyncio.create_task(feed.follow("t", 0, deliver, push=push))
+    await asyncio.sleep(0.01)
+    await _publish(feed, "t", 3)
+    assert pushed == [1, 2, 3] and delivered == []
+    accept = False  # the socket is busy: the task wakes and pulls
+    await _publish(feed, "t", 2)
+    await asyncio.sleep(0.01)
+    assert delivered == [4, 5]
+    accept = True
+    await _publish(feed, "t", 1, final_last=True)  # a final entry is always pulled, then it ends
+    assert await asyncio.wait_for(follower, 1) == 6
+    assert pushed == [1, 2, 3] and delivered == [4, 5, 6]

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from wirelab.errors import BadRequest, PayloadTooLarge, ProblemError, WirelabError, problem_body
+from wirelab.http.wsprotocol import WRITE_FRAME
 
 __all__ = [
     "Receive",
@@ -202,6 +203,11 @@ class WebSocket:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._send_message({"type": "websocket.close", "code": code, "reason": reason[:120]})
+
+    def write_frame_nowait(self, frame: bytes) -> bool:
+        """Write a pre-encoded frame at once if the server supports it and the socket can take it."""
+        write = self.scope.get("extensions", {}).get(WRITE_FRAME)
+        return bool(write(frame)) if write is not None else False
 
     def abort(self) -> None:
         """End the connection from outside its receive loop, even if its buffers are full.

@@ -1,4 +1,5 @@
-"""Run an ASGI application on uvicorn (HTTP/1.1 with httptools, WebSocket with websockets' sans-I/O core).
+"""Run an ASGI application on uvicorn: HTTP/1.1 with httptools, WebSocket with websockets' sans-I/O core
+(extended in `wsprotocol`).
 
 Our server subclass changes one thing: on SIGINT or SIGTERM it first tells the application to begin
 shutting down (so streams end now instead of when uvicorn's grace period runs out), then lets uvicorn
@@ -58,7 +59,7 @@ def serve(
         port=port,
         loop="auto",
         http="httptools",
-        ws="websockets-sansio",
+        ws="wirelab.http.wsprotocol:PushWebSocketProtocol",
         ws_max_size=ws_max_size,
         lifespan="on",
         access_log=access_log,

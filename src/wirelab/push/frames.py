@@ -7,8 +7,9 @@ from functools import lru_cache
 from wirelab.feed import Entry
 from wirelab.proto.pushwire import encode_entry
 from wirelab.proto.sse import encode_event
+from wirelab.proto.wsframe import encode_text_frame
 
-__all__ = ["sse_frame", "ws_message"]
+__all__ = ["sse_frame", "ws_frame", "ws_message"]
 
 
 @lru_cache(maxsize=4096)
@@ -19,3 +20,9 @@ def sse_frame(entry: Entry) -> bytes:
 @lru_cache(maxsize=4096)
 def ws_message(entry: Entry) -> str:
     return encode_entry(entry.topic, entry.version, entry.event, entry.data_json)
+
+
+@lru_cache(maxsize=4096)
+def ws_frame(entry: Entry) -> bytes:
+    """The whole WebSocket frame, identical for every uncompressed connection."""
+    return encode_text_frame(ws_message(entry))

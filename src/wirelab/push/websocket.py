@@ -15,7 +15,7 @@ from wirelab.errors import ProblemError, problem_body
 from wirelab.feed import Entry, Feed, Lagged
 from wirelab.http import WebSocket, WebSocketClosed
 from wirelab.proto.pushwire import Subscribe, parse_client_message
-from wirelab.push.frames import ws_message
+from wirelab.push.frames import ws_frame, ws_message
 from wirelab.push.sse import DROP_TIMEOUT_S, log
 
 __all__ = ["TopicCheck", "serve_echo", "serve_push"]
@@ -77,8 +77,11 @@ async def _follow(feed: Feed, ws: WebSocket, message: Subscribe) -> None:
     async def deliver(entry: Entry) -> None:
         await ws.send(ws_message(entry))
 
+    def push(entry: Entry) -> bool:
+        return ws.write_frame_nowait(ws_frame(entry))
+
     try:
-        await feed.follow(message.topic, after, deliver)
+        await feed.follow(message.topic, after, deliver, push=push)
     except Lagged as lag:
         await _drop(ws, lag)
     except WebSocketClosed:
