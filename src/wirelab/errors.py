@@ -4,6 +4,7 @@
     ├── ProblemError              a request we refuse; carries its HTTP status (RFC 9457)
     │   ├── BadRequest            400: malformed syntax or parameters
     │   ├── NotFound              404: no such resource
+    │   ├── MethodNotAllowed      405: carries the Allow header
     │   ├── Conflict              409: the resource's state forbids it
     │   ├── PayloadTooLarge       413: a body over the configured limit
     │   └── Unprocessable         422: well-formed but meaningless
@@ -22,6 +23,7 @@ __all__ = [
     "BadRequest",
     "ConfigError",
     "Conflict",
+    "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
     "ProblemError",
@@ -50,9 +52,10 @@ class ProblemError(WirelabError):
     status: ClassVar[int] = 500
     title: ClassVar[str] = "Internal Server Error"
 
-    def __init__(self, detail: str, **extra: Any) -> None:
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers or {}
         self.extra = extra
 
 
@@ -74,6 +77,13 @@ class Conflict(ProblemError):
 class PayloadTooLarge(ProblemError):
     status = 413
     title = "Content Too Large"
+
+
+class MethodNotAllowed(ProblemError):
+    """405; pass the allowed methods as `headers={"allow": ...}` (RFC 9110 §15.5.6 requires it)."""
+
+    status = 405
+    title = "Method Not Allowed"
 
 
 class Unprocessable(ProblemError):

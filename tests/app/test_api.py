@@ -50,7 +50,10 @@ def test_an_oversized_body_is_refused_with_413(server: ServerProcess) -> None:
 def test_unknown_paths_and_methods(server: ServerProcess) -> None:
     _problem(httpx.get(f"{server.url}/nowhere"), 404)
     _problem(httpx.get(f"{server.url}/jobs/not-a-job-id"), 404)
-    assert _problem(httpx.put(f"{server.url}/jobs"), 405)["detail"].endswith("use POST")
+    put = httpx.put(f"{server.url}/jobs")
+    assert _problem(put, 405)["detail"].endswith("use POST") and put.headers["allow"] == "POST"
+    patch = httpx.patch(f"{server.url}/jobs/0123456789abcdef")
+    assert _problem(patch, 405) and patch.headers["allow"] == "DELETE, GET, HEAD"
 
 
 def test_cancel_then_cancel_again_is_a_conflict(server: ServerProcess) -> None:

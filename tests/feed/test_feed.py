@@ -184,3 +184,15 @@ async def test_a_caught_up_follower_is_pushed_to_without_waking_its_task() -> No
     await _publish(feed, "t", 1, final_last=True)  # a final entry is always pulled, then it ends
     assert await asyncio.wait_for(follower, 1) == 6
     assert pushed == [1, 2, 3] and delivered == [4, 5, 6]
+
+
+async def test_a_closed_topic_answers_at_once_from_its_final_version() -> None:
+    """Nothing can follow a final entry, so neither a follower nor a long poll waits for it."""
+    feed = Feed(MemoryEventStore())
+    entries = await _publish(feed, "t", 3, final_last=True)
+
+    async def deliver(entry: Entry) -> None:
+        raise AssertionError("nothing to deliver")
+
+    assert await asyncio.wait_for(feed.follow("t", 3, deliver), 1) == 3
+    assert await asyncio.wait_for(feed.wait("t", 3, 30), 1) == entries[-1]

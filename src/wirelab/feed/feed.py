@@ -19,6 +19,7 @@ subscriber costs one function call per event instead of a task switch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -156,7 +157,10 @@ class Feed:
             return await self._store.read(topic, after, limit)
 
     async def wait(self, topic: str, after: int, seconds: float) -> Entry | None:
-        """The latest entry once the topic passes `after`, or after `seconds` (long polling)."""
+        """The latest entry once the topic passes `after`, or after `seconds` (long polling).
+
+        A closed topic answers at once: nothing can follow its final entry.
+        """
         t = await self._topic(topic)
         t.waiters += 1
         try:
@@ -178,7 +182,8 @@ class Feed:
     ) -> int:
         """Deliver every entry after `after` in order until the topic closes or the feed does.
 
-        Returns the last version delivered. `push`, if given, delivers synchronously while the
+        Returns the last version delivered; following a closed topic from its final version (or
+        later) returns at once. `push`, if given, delivers synchronously while the
         follower is caught up (see the module's docstring). `on_idle` runs after each `idle` seconds
         without news (heartbeats). Raises `Lagged` if the follower fell more than `max_lag`
         versions behind.
@@ -205,7 +210,7 @@ class Feed:
         idle: float | None,
         on_idle: Callable[[], Awaitable[None]] | None,
     ) -> int:
-        while not self._closed:
+        while not self._closed and not (t.log.closed and me.cursor >= t.log.head):
             entries = await self.read(t.log.topic, me.cursor)
             for entry in entries:
                 await deliver(entry)
@@ -254,15 +259,12 @@ class Feed:
 
     # -- internals -------------------------------------------------------------------------------
 
-    async def _wait_past(self, t: _Topic, after: int, seconds: float | None) -> bool:
-        """Wait until the head passes `after`; False if `seconds` ran out first."""
-        while t.log.head <= after and not self._closed:
-            try:
-                async with asyncio.timeout(seconds):
+    async def _wait_past(self, t: _Topic, after: int, seconds: float) -> None:
+        """Wait until the head passes `after`, `seconds` pass, or nothing more can come."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while t.log.head <= after and not t.log.closed and not self._closed:
                     await t.changed.wait()
-            except TimeoutError:
-                return False
-        return t.log.head > after
 
     def _wake(self, t: _Topic) -> None:
         changed, t.changed = t.changed, asyncio.Event()

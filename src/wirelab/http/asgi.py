@@ -152,7 +152,9 @@ async def send_json(
 
 async def send_problem(send: Send, error: ProblemError, *, instance: str | None = None) -> None:
     body = json.dumps(problem_body(error, instance=instance)).encode()
-    await send_bytes(send, error.status, body, content_type="application/problem+json")
+    await send_bytes(
+        send, error.status, body, content_type="application/problem+json", headers=error.headers.items()
+    )
 
 
 class WebSocketClosed(WirelabError):

@@ -6,7 +6,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 
-from wirelab.errors import NotFound, ProblemError, WirelabError
+from wirelab.errors import MethodNotAllowed, NotFound, ProblemError, WirelabError
 from wirelab.http.asgi import ClientGone, Receive, Request, Scope, Send, WebSocket, send_problem
 
 __all__ = ["HttpHandler", "Router", "WebSocketHandler"]
@@ -15,11 +15,6 @@ log = logging.getLogger("wirelab.http")
 
 HttpHandler = Callable[..., Awaitable[None]]
 WebSocketHandler = Callable[..., Awaitable[None]]
-
-
-class MethodNotAllowed(ProblemError):
-    status = 405
-    title = "Method Not Allowed"
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
@@ -70,8 +65,10 @@ class Router:
             if handler is None and request.method == "HEAD":
                 handler = methods.get("GET")
             if handler is None:
-                allowed = ", ".join(sorted(methods))
-                raise MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}")
+                allowed = ", ".join(sorted({*methods, "HEAD"} if "GET" in methods else methods))
+                raise MethodNotAllowed(
+                    f"{request.method} is not allowed here; use {allowed}", headers={"allow": allowed}
+                )
             return handler, match.groupdict()
         raise NotFound(f"nothing is served at {request.path}")
 
