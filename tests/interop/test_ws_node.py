@@ -162,3 +162,13 @@ def test_permessage_deflate_is_negotiated(node_peer: Start, server: ServerProces
     text = "compress me " * 1000
     peer.send({"op": "text", "data": text})
     assert peer.next()["text"] == text
+
+
+def test_a_message_over_the_size_limit_closes_with_1009(node_peer: Start, server: ServerProcess) -> None:
+    """RFC 6455 §7.4.1: a message bigger than --ws-max-size (1 MiB by default) is refused with 1009,
+    measured after permessage-deflate, so 2 MiB that compress to a few KiB are refused too."""
+    peer = connect(node_peer, server, "/ws/echo")
+    peer.send({"op": "text", "data": "x" * (2 * 1024 * 1024)})
+    closed = peer.next()
+    assert closed["type"] == "close"
+    assert closed["code"] == 1009
