@@ -39,7 +39,7 @@ def test_a_bad_setting_is_a_usage_error_naming_it(tmp_path: Path) -> None:
 
 def test_settings_come_from_the_environment_too(tmp_path: Path) -> None:
     port = free_port()
-    env = {"WIRELAB_UP_PORT": str(port), "WIRELAB_UP_DATA_DIR": str(tmp_path / "data")}
+    env = {"WIRELAB_PORT": str(port), "WIRELAB_DATA_DIR": str(tmp_path / "data"), "WIRELAB_UP_WORKERS": "2"}
     process = subprocess.Popen([*WIRELAB, "up"], env={**os.environ, **env}, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 15

@@ -42,27 +42,56 @@ def main() -> None:
 
     Start the service with `wirelab up`, then follow a job over any transport with
     `wirelab submit --watch --via sse` (or get, short, long, ws).
-    Every option can also be set as WIRELAB_<COMMAND>_<OPTION>, e.g. WIRELAB_UP_PORT=9000.
+    Every option can also be set in the environment: WIRELAB_<COMMAND>_<OPTION> (e.g.
+    WIRELAB_UP_HEARTBEAT=5), and the common ones by shorter names: WIRELAB_HOST, WIRELAB_PORT,
+    WIRELAB_DATA_DIR, WIRELAB_STORE, WIRELAB_WORKERS.
     """
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=int, help="TCP port (0: any free).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="WIRELAB_HOST",
+    show_envvar=True,
+    help="Address to listen on.",
+)
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=int,
+    envvar="WIRELAB_PORT",
+    show_envvar=True,
+    help="TCP port (0: any free).",
+)
 @click.option(
     "--data-dir",
     default=".wirelab",
     show_default=True,
     type=click.Path(path_type=Path),
+    envvar="WIRELAB_DATA_DIR",
+    show_envvar=True,
     help="Where the SQLite store (and later uploads and outputs) live.",
 )
 @click.option(
     "--store",
     default="sqlite:",
     show_default=True,
+    envvar="WIRELAB_STORE",
+    show_envvar=True,
     help="Store URL; sqlite: alone means DATA_DIR/wirelab.db.",
 )
-@click.option("--workers", default=4, show_default=True, type=int, help="Jobs run at the same time.")
+@click.option(
+    "--workers",
+    default=4,
+    show_default=True,
+    type=int,
+    envvar="WIRELAB_WORKERS",
+    show_envvar=True,
+    help="Jobs run at the same time.",
+)
 @click.option(
     "--heartbeat",
     "heartbeat_s",
