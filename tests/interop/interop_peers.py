@@ -116,6 +116,21 @@ class JsonLinesPeer:
             if done(seen[-1]):
                 return seen
 
+    def during(self, seconds: float) -> list[Record]:
+        """Every record that arrives within the next `seconds`."""
+        deadline = time.monotonic() + seconds
+        seen: list[Record] = []
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                record = self._records.get(timeout=left)
+            except queue.Empty:
+                break
+            if record is None:
+                self._records.put(None)
+                break
+            seen.append(record)
+        return seen
+
     def stderr(self) -> str:
         text = "".join(self._errors).strip()
         return f"; stderr: {text[-2000:]}" if text else ""
