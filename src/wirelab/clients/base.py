@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["TERMINAL_EVENTS", "Follower", "Update", "update_from_snapshot"]
+__all__ = ["TERMINAL_EVENTS", "Follower", "ResumingFollower", "Update", "update_from_snapshot"]
 
 TERMINAL_EVENTS = frozenset({"done", "failed", "canceled"})
 
@@ -38,3 +39,38 @@ class Follower(Protocol):
     def follow(self, topic: str, *, after: int | None = None) -> AsyncIterator[Update]: ...
 
     async def aclose(self) -> None: ...
+
+
+class ResumingFollower:
+    """A follower over one long-lived connection that, when it drops, reconnects from the last version.
+
+    That is what makes push transports as reliable as polling: the server keeps every version, the
+    client remembers the last one it saw, so a drop costs a reconnect and nothing else.
+    """
+
+    drops: tuple[type[BaseException], ...] = (OSError,)
+
+    def __init__(self, *, max_reconnects: int, retry_s: float) -> None:
+        self.requests = 0
+        self.reconnects = 0
+        self.retry_s = retry_s
+        self._max_reconnects = max_reconnects
+
+    async def follow(self, topic: str, *, after: int | None = None) -> AsyncIterator[Update]:
+        while True:
+            try:
+                async for update in self._connect(topic, after):
+                    after = update.version
+                    yield update
+                    if update.final:
+                        return
+            except self.drops:
+                pass
+            if self.reconnects >= self._max_reconnects:
+                raise ConnectionError(f"the connection following {topic} kept dropping; gave up")
+            self.reconnects += 1
+            await asyncio.sleep(self.retry_s)
+
+    def _connect(self, topic: str, after: int | None) -> AsyncIterator[Update]:
+        """One connection's updates after `after` (None: the latest first)."""
+        raise NotImplementedError

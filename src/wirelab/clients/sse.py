@@ -6,47 +6,29 @@ last id it saw, so no event is lost or repeated; `reconnects` counts how often t
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 
 import httpx
 
-from wirelab.clients.base import Update
+from wirelab.clients.base import ResumingFollower, Update
 from wirelab.clients.jobs import checked
 from wirelab.proto.sse import Retry, ServerSentEvent, SSEDecoder
 
 __all__ = ["SSEFollower"]
 
 
-class SSEFollower:
+class SSEFollower(ResumingFollower):
+    drops = (httpx.TransportError, httpx.RemoteProtocolError)
+
     def __init__(self, base_url: str, *, max_reconnects: int = 10) -> None:
+        super().__init__(max_reconnects=max_reconnects, retry_s=2.0)  # until the server's hint
         self._http = httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(10, read=None))
-        self._max_reconnects = max_reconnects
-        self.requests = 0
-        self.reconnects = 0
-        self.retry_s = 2.0
 
-    async def follow(self, topic: str, *, after: int | None = None) -> AsyncIterator[Update]:
-        last_id = None if after is None else str(after)
-        while True:
-            try:
-                async for update in self._stream(topic, last_id):
-                    last_id = str(update.version)
-                    yield update
-                    if update.final:
-                        return
-            except (httpx.TransportError, httpx.RemoteProtocolError):
-                pass
-            if self.reconnects >= self._max_reconnects:
-                raise ConnectionError(f"the event stream of {topic} kept dropping; gave up")
-            self.reconnects += 1
-            await asyncio.sleep(self.retry_s)
-
-    async def _stream(self, topic: str, last_id: str | None) -> AsyncIterator[Update]:
+    async def _connect(self, topic: str, after: int | None) -> AsyncIterator[Update]:
         headers = {"accept": "text/event-stream"}
-        if last_id is not None:
-            headers["last-event-id"] = last_id
+        if after is not None:
+            headers["last-event-id"] = str(after)
         self.requests += 1
         async with self._http.stream("GET", f"/{topic}/events", headers=headers) as response:
             if response.is_error:

@@ -2,45 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from wirelab.clients.base import Update
+from wirelab.clients.base import ResumingFollower, Update
 from wirelab.clients.jobs import ServiceError
 from wirelab.proto.pushwire import encode_subscribe
 
 __all__ = ["WebSocketFollower"]
 
 
-class WebSocketFollower:
+class WebSocketFollower(ResumingFollower):
+    drops = (OSError, websockets.ConnectionClosed)
+
     def __init__(self, base_url: str, *, max_reconnects: int = 10, retry_s: float = 1.0) -> None:
+        super().__init__(max_reconnects=max_reconnects, retry_s=retry_s)
         self._url = base_url.replace("http", "ws", 1).rstrip("/") + "/ws"
-        self._max_reconnects = max_reconnects
-        self._retry_s = retry_s
         self._ws: ClientConnection | None = None
-        self.requests = 0
-        self.reconnects = 0
 
-    async def follow(self, topic: str, *, after: int | None = None) -> AsyncIterator[Update]:
-        while True:
-            try:
-                async for update in self._subscription(topic, after):
-                    after = update.version
-                    yield update
-                    if update.final:
-                        return
-            except (OSError, websockets.ConnectionClosed):
-                pass
-            if self.reconnects >= self._max_reconnects:
-                raise ConnectionError(f"the WebSocket for {topic} kept dropping; gave up")
-            self.reconnects += 1
-            await asyncio.sleep(self._retry_s)
-
-    async def _subscription(self, topic: str, after: int | None) -> AsyncIterator[Update]:
+    async def _connect(self, topic: str, after: int | None) -> AsyncIterator[Update]:
         self.requests += 1
         async with connect(self._url, compression=None, max_size=1 << 20) as ws:
             self._ws = ws
