@@ -98,16 +98,14 @@ class SSEDecoder:
             if self._buffer[0] == 0x0A:
                 del self._buffer[:1]
             self._skip_lf = False
-        for index, byte in enumerate(self._buffer):
-            if byte in (0x0A, 0x0D):
-                raw = bytes(self._buffer[:index])
-                del self._buffer[: index + 1]
-                self._skip_lf = byte == 0x0D
-                if self._skip_lf and self._buffer[:1] == b"\n":
-                    del self._buffer[:1]
-                    self._skip_lf = False
-                return self._decode(raw)
-        return None
+        cr, lf = self._buffer.find(b"\r"), self._buffer.find(b"\n")
+        index = min(i for i in (cr, lf, len(self._buffer)) if i >= 0)
+        if index == len(self._buffer):
+            return None
+        raw = bytes(self._buffer[:index])
+        self._skip_lf = index == cr
+        del self._buffer[: index + 1]
+        return self._decode(raw)
 
     def _decode(self, raw: bytes) -> str:
         if not self._started:
