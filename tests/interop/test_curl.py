@@ -177,11 +177,6 @@ def test_event_stream_resumes_after_last_event_id(
     assert events[-1].event == "done"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a resume at the final version ends with 200, not 204, so EventSource "
-    "reconnects every retry interval forever",
-)
 def test_event_stream_resumed_after_the_final_event_ends_at_once(
     server: ServerProcess, finished_job: dict[str, Any]
 ) -> None:

@@ -95,11 +95,6 @@ def test_reconnects_by_itself_across_a_server_restart(node_peer: Start, tmp_path
     assert seen[-1] == 23  # queued, running, 20 steps, done: the restart cost no version
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a resume at the final version ends with 200, not 204, so EventSource "
-    "reconnects every retry interval forever",
-)
 def test_stops_reconnecting_once_the_job_is_done(node_peer: Start, server: ServerProcess) -> None:
     """WHATWG HTML §9.2.3: the stream ends after `done`, so EventSource reconnects with
     Last-Event-ID = done's id; the server should answer 204 No Content (§9.2.7) so it stops for good."""

@@ -39,6 +39,11 @@ async def serve_sse(
     if latest is None and must_exist:
         raise NotFound(f"no {topic} exists")
     after = _resume_point(request, latest)
+    if latest is not None and latest.final and after >= latest.version:
+        # Nothing can follow: 204 tells an EventSource to stop reconnecting (WHATWG HTML §9.2.3).
+        await request.send({"type": "http.response.start", "status": 204, "headers": []})
+        await request.send({"type": "http.response.body", "body": b""})
+        return
     await request.send(
         {
             "type": "http.response.start",
