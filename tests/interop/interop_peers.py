@@ -2,8 +2,8 @@
 
 Theory of operation: a Node peer (tests/interop/js/) prints one JSON object per line for each thing it
 saw and obeys JSON commands on stdin, so a test reads what the independent client observed, with a
-deadline on every read. A peer that is missing skips the test locally and fails it in CI, as
-`need_tool` does; `bash .ci/peers.sh` installs every peer.
+deadline on every read. A peer that is missing skips the test locally and fails it in CI;
+`bash .ci/peers.sh` installs every peer.
 """
 
 from __future__ import annotations
