@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -39,12 +40,30 @@ def test_long_poll_answers_each_next_version_as_soon_as_it_exists(server: Server
 
 
 def test_long_poll_times_out_with_the_unchanged_snapshot(server: ServerProcess) -> None:
+    job = create_job(server.url, steps=2, step_ms=10_000)
+    now = _running(server.url, job["id"])
+    started = time.monotonic()
+    response = httpx.get(f"{server.url}/jobs/{job['id']}", params={"after": now["version"], "wait": 0.3})
+    assert 0.25 < time.monotonic() - started < 2
+    assert response.json() == now
+    httpx.delete(f"{server.url}/jobs/{job['id']}")
+
+
+def test_long_poll_of_an_ended_job_answers_at_once(server: ServerProcess) -> None:
+    """Nothing can follow the final version, so waiting for it would only waste the client's time."""
     job = create_job(server.url, steps=1, step_ms=0)
     done = wait_done(server.url, job["id"])
     started = time.monotonic()
-    response = httpx.get(f"{server.url}/jobs/{job['id']}", params={"after": done["version"], "wait": 0.3})
-    assert 0.25 < time.monotonic() - started < 2
+    response = httpx.get(f"{server.url}/jobs/{job['id']}", params={"after": done["version"], "wait": 30})
+    assert time.monotonic() - started < 1
     assert response.json() == done
+
+
+def _running(url: str, job_id: str) -> dict[str, Any]:
+    """The snapshot once the job runs (its first step is far away)."""
+    snapshot: dict[str, Any] = httpx.get(f"{url}/jobs/{job_id}", params={"after": 1, "wait": 5}).json()
+    assert snapshot["state"] == "running"
+    return snapshot
 
 
 @pytest.mark.parametrize(
@@ -60,11 +79,12 @@ def test_bad_after_or_wait_is_a_400_problem(server: ServerProcess, params: dict[
 
 
 def test_a_long_poll_whose_client_hangs_up_leaves_no_waiter(server: ServerProcess) -> None:
-    job = create_job(server.url, steps=1, step_ms=0)
-    done = wait_done(server.url, job["id"])
+    job = create_job(server.url, steps=2, step_ms=10_000)
+    now = _running(server.url, job["id"])
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        path = f"/jobs/{job['id']}?after={done['version']}&wait=30"
+        path = f"/jobs/{job['id']}?after={now['version']}&wait=30"
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         time.sleep(0.2)
         assert httpx.get(f"{server.url}/healthz").json()["feed"]["waiters"] >= 1
     assert wait_idle(server.url)["waiters"] == 0
+    httpx.delete(f"{server.url}/jobs/{job['id']}")
