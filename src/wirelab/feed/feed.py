@@ -245,10 +245,6 @@ class Feed:
             for follower in t.followers:
                 follower.wake()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def statistics(self) -> dict[str, int]:
         topics = self._topics.values()
         return {

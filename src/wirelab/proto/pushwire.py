@@ -24,7 +24,6 @@ __all__ = [
     "Unsubscribe",
     "encode_entry",
     "encode_subscribe",
-    "encode_unsubscribe",
     "parse_client_message",
 ]
 
@@ -78,7 +77,3 @@ def encode_subscribe(topic: str, after: int | None = None) -> str:
     if after is not None:
         message["after"] = after
     return json.dumps(message)
-
-
-def encode_unsubscribe(topic: str) -> str:
-    return json.dumps({"op": "unsubscribe", "topic": topic})
