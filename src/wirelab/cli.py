@@ -115,6 +115,14 @@ def main() -> None:
     help="Largest WebSocket message accepted, in bytes (bigger: close 1009).",
 )
 @click.option(
+    "--max-image-size",
+    "max_image_bytes",
+    default=64 << 20,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Largest image POST /images accepts, in bytes (bigger: 413).",
+)
+@click.option(
     "--access-log/--no-access-log",
     default=True,
     show_default=True,
@@ -135,6 +143,7 @@ def up(
     heartbeat_s: float,
     max_lag: int,
     ws_max_size: int,
+    max_image_bytes: int,
     access_log: bool,
     log_level: str,
 ) -> None:
@@ -157,6 +166,7 @@ def up(
             heartbeat_s=heartbeat_s,
             max_lag=max_lag,
             ws_max_size=ws_max_size,
+            max_image_bytes=max_image_bytes,
             log_level=log_level,
         )
         app = WirelabApp(config)

@@ -26,6 +26,7 @@ from wirelab.feed import Feed
 from wirelab.http import Request, Router, WebSocket, send_json
 from wirelab.pull import serve_poll
 from wirelab.push import serve_echo, serve_push, serve_sse
+from wirelab.upload import ImageStore, serve_image_upload
 
 __all__ = ["LOGINS", "build_router"]
 
@@ -34,7 +35,7 @@ MAX_USER = 256
 _JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
-def build_router(config: Config, feed: Feed, jobs: Jobs) -> Router:
+def build_router(config: Config, feed: Feed, jobs: Jobs, images: ImageStore) -> Router:
     router = Router()
 
     async def job_topic(job_id: str) -> str:
@@ -99,6 +100,12 @@ def build_router(config: Config, feed: Feed, jobs: Jobs) -> Router:
     async def push(ws: WebSocket) -> None:
         await serve_push(feed, ws, check_topic)
 
+    async def upload_image(request: Request) -> None:
+        await serve_image_upload(request, images, limit=config.max_image_bytes)
+
+    async def image_info(request: Request, image_id: str) -> None:
+        await send_json(request.send, 200, images.info(image_id).to_json())
+
     async def healthz(request: Request) -> None:
         status: dict[str, Any] = {
             "status": "ok",
@@ -111,6 +118,8 @@ def build_router(config: Config, feed: Feed, jobs: Jobs) -> Router:
     router.http("GET", "/jobs/{job_id}", get_job)
     router.http("DELETE", "/jobs/{job_id}", cancel_job)
     router.http("GET", "/jobs/{job_id}/events", job_events)
+    router.http("POST", "/images", upload_image)
+    router.http("GET", "/images/{image_id}", image_info)
     router.http("POST", "/logins", post_login)
     router.http("GET", "/topics/logins", poll_logins)
     router.http("GET", "/topics/logins/events", login_events)

@@ -22,6 +22,7 @@ class Config:
     ws_max_size: int = 1 << 20
     retention: int = 256
     max_lag: int = 1024
+    max_image_bytes: int = 64 << 20
     log_level: str = "info"
 
     def __post_init__(self) -> None:

@@ -17,6 +17,7 @@ from wirelab.app.kinds import DemoKind, Kind
 from wirelab.feed import Feed
 from wirelab.http import Receive, Scope, Send
 from wirelab.stores import open_store
+from wirelab.upload import ImageStore
 
 __all__ = ["WirelabApp"]
 
@@ -30,7 +31,8 @@ class WirelabApp:
         self.feed = Feed(self.store, retention=config.retention, max_lag=config.max_lag)
         kinds: dict[str, Kind] = {k.name: k for k in (DemoKind(),)}
         self.jobs = Jobs(self.feed, kinds, workers=config.workers)
-        self.router = build_router(config, self.feed, self.jobs)
+        self.images = ImageStore(config.data_dir / "images")
+        self.router = build_router(config, self.feed, self.jobs, self.images)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

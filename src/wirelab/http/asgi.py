@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, MutableMapping
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -17,6 +17,7 @@ from wirelab.errors import BadRequest, PayloadTooLarge, ProblemError, WirelabErr
 from wirelab.http.wsprotocol import WRITE_FRAME
 
 __all__ = [
+    "ClientGone",
     "Receive",
     "Request",
     "Scope",
@@ -63,20 +64,28 @@ class Request:
             raise BadRequest(f"{name} must be a number of seconds of at least 0, not {raw!r}")
         return min(value, maximum)
 
-    async def body(self, *, limit: int = JSON_BODY_LIMIT) -> bytes:
+    async def stream(self, *, limit: int) -> AsyncIterator[bytes]:
+        """The body chunk by chunk, never held whole; over `limit` bytes is a 413, before reading
+        anything when Content-Length already says so. A client that hangs up raises ClientGone."""
         length = self.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise PayloadTooLarge(f"the body is over the {limit}-byte limit")
-        chunks = bytearray()
+        received = 0
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
                 raise ClientGone()
-            chunks += message.get("body", b"")
-            if len(chunks) > limit:
+            chunk: bytes = message.get("body", b"")
+            received += len(chunk)
+            if received > limit:
                 raise PayloadTooLarge(f"the body is over the {limit}-byte limit")
+            if chunk:
+                yield chunk
             if not message.get("more_body", False):
-                return bytes(chunks)
+                return
+
+    async def body(self, *, limit: int = JSON_BODY_LIMIT) -> bytes:
+        return b"".join([chunk async for chunk in self.stream(limit=limit)])
 
     async def json(self, *, limit: int = JSON_BODY_LIMIT) -> Any:
         raw = await self.body(limit=limit)
