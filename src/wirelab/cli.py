@@ -84,6 +84,20 @@ def main() -> None:
     help="Store URL; sqlite: alone means DATA_DIR/wirelab.db.",
 )
 @click.option(
+    "--broker",
+    default="memory",
+    show_default=True,
+    envvar="WIRELAB_BROKER",
+    show_envvar=True,
+    help="Broker URL: memory (embedded), amqp://... (RabbitMQ) or redis://... (Redis Streams).",
+)
+@click.option(
+    "--pipeline/--no-pipeline",
+    default=True,
+    show_default=True,
+    help="Run the image pipeline's stages in this process (--no-pipeline: `wirelab worker` runs them).",
+)
+@click.option(
     "--workers",
     default=4,
     show_default=True,
@@ -139,6 +153,8 @@ def up(
     port: int,
     data_dir: Path,
     store: str,
+    broker: str,
+    pipeline: bool,
     workers: int,
     heartbeat_s: float,
     max_lag: int,
@@ -162,6 +178,8 @@ def up(
             port=port,
             data_dir=data_dir,
             store=store,
+            broker=broker,
+            pipeline=pipeline,
             workers=workers,
             heartbeat_s=heartbeat_s,
             max_lag=max_lag,
@@ -238,15 +256,140 @@ def watch(job_id: str, url: str, via: str, interval: float, wait: float) -> None
 
 
 @main.command()
+@click.argument("kind", type=click.Choice(["demo", "image"]), default="demo")
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--steps", default=10, show_default=True, type=int, help="Steps of the demo job.")
 @click.option("--step-ms", default=200, show_default=True, type=int, help="Milliseconds per step.")
 @click.option("--watch/--no-watch", "follow", default=False, help="Follow the job to its end.")
 @_follow_options
 def submit(
-    steps: int, step_ms: int, follow: bool, url: str, via: str, interval: float, wait: float
+    kind: str,
+    file: Path | None,
+    steps: int,
+    step_ms: int,
+    follow: bool,
+    url: str,
+    via: str,
+    interval: float,
+    wait: float,
 ) -> None:
-    """Create a demo job and print its snapshot; with --watch, follow it like `wirelab watch`."""
-    _run(_submit(url, {"kind": "demo", "steps": steps, "step_ms": step_ms}, follow, via, interval, wait))
+    """Create a job and print its snapshot; with --watch, follow it like `wirelab watch`.
+
+    `wirelab submit` makes a demo job; `wirelab submit image FILE` uploads FILE (POST /images) and
+    makes an image job of it, which the pipeline compresses and resizes to 480p, 1080p and 4k.
+    """
+    if kind == "image" and file is None:
+        raise click.UsageError("wirelab submit image needs the FILE to upload")
+    spec: dict[str, Any] = {"kind": "demo", "steps": steps, "step_ms": step_ms}
+    if kind == "image":
+        spec = {"kind": "image"}
+    _run(_submit(url, spec, file, follow, via, interval, wait))
+
+
+@main.command()
+@click.argument(
+    "services", nargs=-1, required=True, type=click.Choice(["compress", "format", "notify", "all"])
+)
+@click.option(
+    "--broker",
+    default="memory",
+    show_default=True,
+    envvar="WIRELAB_BROKER",
+    show_envvar=True,
+    help="Broker URL: amqp://... (RabbitMQ) or redis://... (Redis Streams).",
+)
+@click.option(
+    "--data-dir",
+    default=".wirelab",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    envvar="WIRELAB_DATA_DIR",
+    show_envvar=True,
+    help="The data directory the server uses (images in, outputs out).",
+)
+@click.option(
+    "--consumers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Consumers of each service in this process.",
+)
+def worker(services: tuple[str, ...], broker: str, data_dir: Path, consumers: int) -> None:
+    """Run image pipeline services in their own process: compress, format, notify, or all.
+
+    Start as many as you like, on the same broker and data directory as `wirelab up
+    --broker URL`; each service's consumers share its queue. Ctrl-C stops them; a message
+    being worked on goes back to the queue for another worker.
+    """
+    import asyncio
+
+    from wirelab.app.pipeline import SERVICES, run_services
+    from wirelab.errors import ConfigError
+    from wirelab.pubsub import open_broker
+
+    if broker == "memory":
+        raise click.UsageError(
+            "a separate worker needs a shared broker: --broker amqp://... or redis://..."
+        )
+    names = list(SERVICES) if "all" in services else list(dict.fromkeys(services))
+
+    async def work() -> None:
+        connection = open_broker(broker)
+        await connection.connect()
+        try:
+            await run_services(connection, data_dir, names, consumers=consumers)
+        finally:
+            await connection.close()
+
+    click.echo(f"wirelab worker: {', '.join(names)} on {broker} ({consumers} consumer(s) each)", err=True)
+    try:
+        asyncio.run(work())
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("wirelab worker: stopped", err=True)
+
+
+@main.command()
+@click.argument("action", type=click.Choice(["list", "replay"]))
+@click.option(
+    "--broker",
+    required=True,
+    envvar="WIRELAB_BROKER",
+    show_envvar=True,
+    help="Broker URL: amqp://... or redis://...",
+)
+@click.option(
+    "--service",
+    "services",
+    multiple=True,
+    type=click.Choice(["compress", "format", "notify", "feed"]),
+    help="Only this service's dead letters (repeatable; default: all).",
+)
+def dlq(action: str, broker: str, services: tuple[str, ...]) -> None:
+    """Show the dead-letter queues (messages that failed every attempt), or replay them."""
+    import asyncio
+
+    from wirelab.pubsub import open_broker
+
+    async def act() -> None:
+        connection = open_broker(broker)
+        await connection.connect()
+        try:
+            for service in services or ("compress", "format", "notify", "feed"):
+                if action == "replay":
+                    click.echo(f"{service}: replayed {await connection.replay(service)}")
+                    continue
+                for letter in await connection.dead_letters(service):
+                    m = letter.message
+                    click.echo(
+                        f"{service}\t{m.id}\t{m.topic}\tattempts={m.attempts}\t{letter.reason}"
+                        f"\t{m.body[:120].decode(errors='replace')}"
+                    )
+        finally:
+            await connection.close()
+
+    asyncio.run(act())
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> None:
@@ -267,7 +410,13 @@ def _run(coro: Coroutine[Any, Any, int]) -> None:
 
 
 async def _submit(
-    url: str, spec: dict[str, Any], follow: bool, via: str, interval: float, wait: float
+    url: str,
+    spec: dict[str, Any],
+    file: Path | None,
+    follow: bool,
+    via: str,
+    interval: float,
+    wait: float,
 ) -> int:
     import json
 
@@ -275,6 +424,8 @@ async def _submit(
 
     client = JobsClient(url)
     try:
+        if file is not None:
+            spec["image"] = (await client.upload_image(file))["id"]
         snapshot = await client.submit(spec)
     finally:
         await client.aclose()

@@ -17,11 +17,14 @@ from wirelab.feed import Entry, Feed, MemoryEventStore
 
 class Boom:
     name = "boom"
+    detached = False
 
     def parse(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         return {}
 
-    async def run(self, params: Mapping[str, Any], progress: float, report: Progress) -> None:
+    async def run(
+        self, params: Mapping[str, Any], progress: float, report: Progress, *, job_id: str
+    ) -> None:
         await report(0.5)
         raise RuntimeError("the work broke")
 

@@ -15,6 +15,7 @@ GET    /healthz                  liveness, with live counts
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
@@ -24,6 +25,8 @@ from wirelab.app.jobs import Jobs
 from wirelab.errors import NotFound, Unprocessable
 from wirelab.feed import Feed
 from wirelab.http import Request, Router, WebSocket, send_json
+from wirelab.http.asgi import send_bytes
+from wirelab.proto.pipeline import TARGETS
 from wirelab.pull import serve_poll
 from wirelab.push import serve_echo, serve_push, serve_sse
 from wirelab.upload import ImageStore, serve_image_upload
@@ -100,6 +103,16 @@ def build_router(config: Config, feed: Feed, jobs: Jobs, images: ImageStore) -> 
     async def push(ws: WebSocket) -> None:
         await serve_push(feed, ws, check_topic)
 
+    async def job_output(request: Request, job_id: str, name: str) -> None:
+        await job_topic(job_id)
+        path = config.data_dir / "outputs" / job_id / f"{name}.jpg"
+        if name not in TARGETS or not path.is_file():
+            raise NotFound(f"job {job_id} has no output {name}")
+        body = await asyncio.to_thread(path.read_bytes)
+        await send_bytes(
+            request.send, 200, body, content_type="image/jpeg", headers=[("cache-control", "no-cache")]
+        )
+
     async def upload_image(request: Request) -> None:
         await serve_image_upload(request, images, limit=config.max_image_bytes)
 
@@ -118,6 +131,7 @@ def build_router(config: Config, feed: Feed, jobs: Jobs, images: ImageStore) -> 
     router.http("GET", "/jobs/{job_id}", get_job)
     router.http("DELETE", "/jobs/{job_id}", cancel_job)
     router.http("GET", "/jobs/{job_id}/events", job_events)
+    router.http("GET", "/jobs/{job_id}/outputs/{name}", job_output)
     router.http("POST", "/images", upload_image)
     router.http("GET", "/images/{image_id}", image_info)
     router.http("POST", "/logins", post_login)

@@ -16,6 +16,9 @@ class Config:
     port: int = 8000
     data_dir: Path = field(default_factory=lambda: Path(".wirelab"))
     store: str = "sqlite:"
+    broker: str = "memory"
+    pipeline: bool = True
+    """Run the image pipeline's stages in this process (else `wirelab worker` processes do)."""
     workers: int = 4
     heartbeat_s: float = 15.0
     retry_ms: int = 2000

@@ -22,6 +22,7 @@ from typing import Any
 from wirelab.app.kinds import Kind
 from wirelab.errors import Conflict, NotFound, Unprocessable
 from wirelab.feed import Entry, Feed
+from wirelab.proto.pipeline import JobProgress
 
 __all__ = ["TERMINAL_STATES", "Jobs"]
 
@@ -39,6 +40,7 @@ class _Job:
     state: str = "queued"
     progress: float = 0.0
     error: str | None = None
+    outputs: list[dict[str, Any]] = field(default_factory=list)
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -56,6 +58,7 @@ class _Job:
             "updated_at": _now(),
             "params": self.params,
             "error": self.error,
+            "outputs": self.outputs,
         }
 
     @classmethod
@@ -67,6 +70,7 @@ class _Job:
             created_at=snapshot["created_at"],
             state=snapshot["state"],
             progress=snapshot["progress"],
+            outputs=snapshot.get("outputs", []),
         )
 
 
@@ -127,6 +131,19 @@ class Jobs:
         log.info("job %s canceled", job_id)
         return await self._publish(job, "canceled")
 
+    async def apply(self, update: JobProgress) -> None:
+        """News of detached work; late or repeated news of a job that ended is ignored."""
+        job = self._active.get(update.job)
+        if job is None or job.state != "running":
+            return
+        job.progress = max(job.progress, update.progress)
+        job.outputs = update.outputs
+        if update.state == "done":
+            job.state = "done"
+            await self._finish(job, "done")
+        else:
+            await self._publish(job, "progress")
+
     def statistics(self) -> dict[str, int]:
         return {"active": len(self._active), "queued": self._queue.qsize()}
 
@@ -152,9 +169,11 @@ class Jobs:
             if job.state != "running":
                 job.state = "running"
                 await self._publish(job, "progress")
-            await self._kinds[job.kind].run(job.params, job.progress, report)
-            job.state = "done"
-            await self._finish(job, "done")
+            kind = self._kinds[job.kind]
+            await kind.run(job.params, job.progress, report, job_id=job.id)
+            if not kind.detached:
+                job.state = "done"
+                await self._finish(job, "done")
         except asyncio.CancelledError:
             raise  # canceled by a client (already published) or by shutdown (resumed later)
         except Exception as exc:

@@ -20,16 +20,22 @@ Progress = Callable[[float], Awaitable[None]]
 
 class Kind(Protocol):
     name: str
+    detached: bool
+    """True for work finished elsewhere (the pipeline): `run` only starts it, and the job stays
+    running until `Jobs.apply` hears that it ended."""
 
     def parse(self, spec: Mapping[str, Any]) -> dict[str, Any]: ...
 
-    async def run(self, params: Mapping[str, Any], progress: float, report: Progress) -> None: ...
+    async def run(
+        self, params: Mapping[str, Any], progress: float, report: Progress, *, job_id: str
+    ) -> None: ...
 
 
 class DemoKind:
     """Simulated work: `steps` steps of `step_ms` milliseconds each (the course's video upload)."""
 
     name = "demo"
+    detached = False
     MAX_STEPS = 100_000
     MAX_STEP_MS = 60_000
 
@@ -41,7 +47,9 @@ class DemoKind:
         step_ms = _bounded_int(spec, "step_ms", 200, 0, self.MAX_STEP_MS)
         return {"steps": steps, "step_ms": step_ms}
 
-    async def run(self, params: Mapping[str, Any], progress: float, report: Progress) -> None:
+    async def run(
+        self, params: Mapping[str, Any], progress: float, report: Progress, *, job_id: str
+    ) -> None:
         steps, step_ms = params["steps"], params["step_ms"]
         for step in range(round(progress * steps), steps):
             await asyncio.sleep(step_ms / 1000)

@@ -8,14 +8,18 @@ the store.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from wirelab.app.api import build_router
 from wirelab.app.config import Config
 from wirelab.app.jobs import Jobs
 from wirelab.app.kinds import DemoKind, Kind
+from wirelab.app.pipeline import SERVICES, ImageKind, declare_pipeline, run_services, serve
 from wirelab.feed import Feed
 from wirelab.http import Receive, Scope, Send
+from wirelab.proto.pipeline import PROGRESS, decode_progress
+from wirelab.pubsub import Message, open_broker
 from wirelab.stores import open_store
 from wirelab.upload import ImageStore
 
@@ -29,10 +33,12 @@ class WirelabApp:
         self.config = config
         self.store = open_store(config.store, config.data_dir)
         self.feed = Feed(self.store, retention=config.retention, max_lag=config.max_lag)
-        kinds: dict[str, Kind] = {k.name: k for k in (DemoKind(),)}
-        self.jobs = Jobs(self.feed, kinds, workers=config.workers)
+        self.broker = open_broker(config.broker)
         self.images = ImageStore(config.data_dir / "images")
+        kinds: dict[str, Kind] = {k.name: k for k in (DemoKind(), ImageKind(self.broker, self.images))}
+        self.jobs = Jobs(self.feed, kinds, workers=config.workers)
         self.router = build_router(config, self.feed, self.jobs, self.images)
+        self._consumers: list[asyncio.Task[None]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -43,12 +49,31 @@ class WirelabApp:
     def begin_shutdown(self) -> None:
         self.feed.close()
 
+    async def _start_pipeline(self) -> None:
+        """Queues first, so nothing published is dropped; then the feed bridge and the stages."""
+        await self.broker.connect()
+        await declare_pipeline(self.broker)
+
+        async def apply(message: Message) -> None:
+            await self.jobs.apply(decode_progress(message.body))
+
+        self._consumers = [asyncio.create_task(serve(self.broker, "feed", (PROGRESS,), apply))]
+        if self.config.pipeline:
+            stages = run_services(self.broker, self.config.data_dir, list(SERVICES), consumers=2)
+            self._consumers.append(asyncio.create_task(stages))
+
+    async def _stop_pipeline(self) -> None:
+        for task in self._consumers:
+            task.cancel()
+        await asyncio.gather(*self._consumers, return_exceptions=True)
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
                     await self.store.open()
+                    await self._start_pipeline()
                     await self.jobs.start(await self.store.open_topics("jobs/"))
                 except Exception as exc:
                     log.exception("start-up failed")
@@ -57,7 +82,9 @@ class WirelabApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.begin_shutdown()
+                await self._stop_pipeline()
                 await self.jobs.stop()
+                await self.broker.close()
                 await self.store.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

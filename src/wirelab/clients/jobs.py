@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +28,16 @@ class JobsClient:
 
     async def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         return checked(await self._http.post("/jobs", json=spec))
+
+    async def upload_image(self, path: Path) -> dict[str, Any]:
+        """POST /images with the file streamed as the raw body."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with path.open("rb") as file:
+                while chunk := file.read(1 << 16):
+                    yield chunk
+
+        return checked(await self._http.post("/images", content=chunks()))
 
     async def get(self, job_id: str) -> dict[str, Any]:
         return checked(await self._http.get(f"/jobs/{job_id}"))
