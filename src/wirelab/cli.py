@@ -92,6 +92,14 @@ def main() -> None:
     help="Broker URL: memory (embedded), amqp://... (RabbitMQ) or redis://... (Redis Streams).",
 )
 @click.option(
+    "--namespace",
+    default="wirelab",
+    show_default=True,
+    envvar="WIRELAB_NAMESPACE",
+    show_envvar=True,
+    help="Prefix of every exchange, queue and stream on the broker (separate labs on one engine).",
+)
+@click.option(
     "--pipeline/--no-pipeline",
     default=True,
     show_default=True,
@@ -154,6 +162,7 @@ def up(
     data_dir: Path,
     store: str,
     broker: str,
+    namespace: str,
     pipeline: bool,
     workers: int,
     heartbeat_s: float,
@@ -179,6 +188,7 @@ def up(
             data_dir=data_dir,
             store=store,
             broker=broker,
+            namespace=namespace,
             pipeline=pipeline,
             workers=workers,
             heartbeat_s=heartbeat_s,
@@ -314,7 +324,15 @@ def submit(
     type=click.IntRange(1, 64),
     help="Consumers of each service in this process.",
 )
-def worker(services: tuple[str, ...], broker: str, data_dir: Path, consumers: int) -> None:
+@click.option(
+    "--namespace",
+    default="wirelab",
+    show_default=True,
+    envvar="WIRELAB_NAMESPACE",
+    show_envvar=True,
+    help="Prefix of every exchange, queue and stream on the broker (separate labs on one engine).",
+)
+def worker(services: tuple[str, ...], broker: str, data_dir: Path, consumers: int, namespace: str) -> None:
     """Run image pipeline services in their own process: compress, format, notify, or all.
 
     Start as many as you like, on the same broker and data directory as `wirelab up
@@ -334,7 +352,7 @@ def worker(services: tuple[str, ...], broker: str, data_dir: Path, consumers: in
     names = list(SERVICES) if "all" in services else list(dict.fromkeys(services))
 
     async def work() -> None:
-        connection = open_broker(broker)
+        connection = open_broker(broker, namespace=namespace)
         await connection.connect()
         try:
             await run_services(connection, data_dir, names, consumers=consumers)
@@ -366,14 +384,22 @@ def worker(services: tuple[str, ...], broker: str, data_dir: Path, consumers: in
     type=click.Choice(["compress", "format", "notify", "feed"]),
     help="Only this service's dead letters (repeatable; default: all).",
 )
-def dlq(action: str, broker: str, services: tuple[str, ...]) -> None:
+@click.option(
+    "--namespace",
+    default="wirelab",
+    show_default=True,
+    envvar="WIRELAB_NAMESPACE",
+    show_envvar=True,
+    help="Prefix of every exchange, queue and stream on the broker (separate labs on one engine).",
+)
+def dlq(action: str, broker: str, services: tuple[str, ...], namespace: str) -> None:
     """Show the dead-letter queues (messages that failed every attempt), or replay them."""
     import asyncio
 
     from wirelab.pubsub import open_broker
 
     async def act() -> None:
-        connection = open_broker(broker)
+        connection = open_broker(broker, namespace=namespace)
         await connection.connect()
         try:
             for service in services or ("compress", "format", "notify", "feed"):

@@ -17,6 +17,7 @@ class Config:
     data_dir: Path = field(default_factory=lambda: Path(".wirelab"))
     store: str = "sqlite:"
     broker: str = "memory"
+    namespace: str = "wirelab"
     pipeline: bool = True
     """Run the image pipeline's stages in this process (else `wirelab worker` processes do)."""
     workers: int = 4

@@ -33,7 +33,7 @@ class WirelabApp:
         self.config = config
         self.store = open_store(config.store, config.data_dir)
         self.feed = Feed(self.store, retention=config.retention, max_lag=config.max_lag)
-        self.broker = open_broker(config.broker)
+        self.broker = open_broker(config.broker, namespace=config.namespace)
         self.images = ImageStore(config.data_dir / "images")
         kinds: dict[str, Kind] = {k.name: k for k in (DemoKind(), ImageKind(self.broker, self.images))}
         self.jobs = Jobs(self.feed, kinds, workers=config.workers)
