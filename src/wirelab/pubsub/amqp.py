@@ -27,9 +27,11 @@ same dead queue; its reason and topic are then read from x-death.
 Limits, chosen with open eyes: the redelivered flag is one bit, so a message whose consumers died
 twice reads one extra attempt, not two (quorum queues count deliveries, but their limits and
 counting rules differ between RabbitMQ 3 and 4); messages a consumer had prefetched but not yet
-handed out count as delivered. The connection is plain, not robust: a lost connection ends each
-subscription with BrokerError and reconnecting is the caller's policy, so nothing silently
-re-consumes behind a subscription whose deliveries can no longer be acknowledged.
+handed out count as delivered. The connection is plain, not robust: a lost connection, like a
+consumer RabbitMQ cancels (its queue deleted), ends the subscription with BrokerError, and
+reconnecting is the caller's policy, so nothing silently re-consumes behind a subscription whose
+deliveries can no longer be acknowledged. Only the shared publishing channel is reopened on
+demand, since a channel error (a publish to a deleted exchange) would otherwise outlive its cause.
 """
 
 from __future__ import annotations
@@ -39,12 +41,12 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
-    AbstractExchange,
     AbstractIncomingMessage,
     HeadersType,
 )
@@ -160,12 +162,14 @@ class AmqpSubscription:
         self._max_attempts = max_attempts
         self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
         self._closing = False
-        channel.close_callbacks.add(self._on_channel_closed)
+        channel.close_callbacks.add(self._on_stopped)
 
     async def start(self, queue_name: str, prefetch: int) -> None:
         with _translated(f"consuming {queue_name!r}"):
             await self._channel.set_qos(prefetch_count=prefetch)
             queue = await self._channel.get_queue(queue_name, ensure=False)
+            underlay = await self._channel.get_underlay_channel()
+            underlay.on_consumer_cancel_callbacks.add(self._on_stopped)  # e.g. its queue deleted
             await queue.consume(self._on_message, no_ack=False)
 
     @property
@@ -175,8 +179,8 @@ class AmqpSubscription:
     async def _on_message(self, incoming: AbstractIncomingMessage) -> None:
         self._inbox.put_nowait(incoming)
 
-    def _on_channel_closed(self, *_: object) -> None:
-        self._inbox.put_nowait(None)  # wakes __anext__ whoever closed the channel
+    def _on_stopped(self, *_: object) -> None:
+        self._inbox.put_nowait(None)  # wakes __anext__: the channel closed or RabbitMQ cancelled us
 
     def __aiter__(self) -> AmqpSubscription:
         return self
@@ -189,7 +193,7 @@ class AmqpSubscription:
             self._inbox.put_nowait(None)  # for any other waiter
         if self._closing:
             raise StopAsyncIteration
-        raise BrokerError(f"amqp: {self._service!r}'s channel closed; RabbitMQ requeued what it held")
+        raise BrokerError(f"amqp: RabbitMQ stopped {self._service!r}'s consumer or its channel")
 
     async def retry(self, incoming: AbstractIncomingMessage, message: Message, reason: str) -> None:
         if message.attempts < self._max_attempts:
@@ -218,18 +222,22 @@ class AmqpBroker:
         self._url = url
         self._ns = namespace
         self._connection: AbstractConnection | None = None
-        self._exchanges: dict[str, AbstractExchange] = {}
+        self._publishing: AbstractChannel | None = None
+        self._publishing_lock = asyncio.Lock()
         self._services: set[str] = set()
         self._subscriptions: set[AmqpSubscription] = set()
 
+    @property
+    def namespace(self) -> str:
+        return self._ns
+
     async def connect(self) -> None:
-        with _translated(f"connecting to {self._url!r}"):
+        host = urlsplit(self._url).netloc.rpartition("@")[2]  # errors must never show the password
+        with _translated(f"connecting to {host}"):
             self._connection = await aio_pika.connect(self._url)
-            # One confirmed channel for every publish; a return (unroutable copy) raises.
-            channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
-            topic = await channel.declare_exchange(self._ns, aio_pika.ExchangeType.TOPIC, durable=True)
-            dlx = await channel.declare_exchange(self._dlx, aio_pika.ExchangeType.DIRECT, durable=True)
-        self._exchanges = {"topic": topic, "dlx": dlx, "default": channel.default_exchange}
+        async with self._channel(f"declaring the exchanges of {self._ns!r}") as channel:
+            await channel.declare_exchange(self._ns, aio_pika.ExchangeType.TOPIC, durable=True)
+            await channel.declare_exchange(self._dlx, aio_pika.ExchangeType.DIRECT, durable=True)
 
     async def close(self) -> None:
         for subscription in list(self._subscriptions):
@@ -246,7 +254,7 @@ class AmqpBroker:
             message_id=message_id,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
-        await self._send("topic", topic, message, mandatory=False)  # no subscriber yet is no error
+        await self._send(self._ns, topic, message, mandatory=False)  # no subscriber yet is no error
         return message_id
 
     async def declare(self, service: str, topics: Sequence[str]) -> None:
@@ -258,14 +266,11 @@ class AmqpBroker:
                 await queue.bind(self._ns, routing_key=topic)
             dead = await channel.declare_queue(f"{queue_name}.dead", durable=True)
             await dead.bind(self._dlx, routing_key=service)
-            if service not in self._services:
+            if service not in self._services:  # once per broker; destroy() in any process reads it
                 await channel.declare_queue(self._catalog, durable=True)
-        if service not in self._services:
-            catalog_entry = aio_pika.Message(
-                service.encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
-            )
-            await self._send("default", self._catalog, catalog_entry, mandatory=True)
-            self._services.add(service)
+                entry = aio_pika.Message(service.encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+                await self._send("", self._catalog, entry, mandatory=True)
+                self._services.add(service)
 
     async def subscribe(
         self, service: str, topics: Sequence[str], *, prefetch: int = 16, max_attempts: int = 5
@@ -331,10 +336,10 @@ class AmqpBroker:
         self._subscriptions.discard(subscription)
 
     async def requeue(self, service: str, message: aio_pika.Message) -> None:
-        await self._send("default", self._queue(service), message, mandatory=True)
+        await self._send("", self._queue(service), message, mandatory=True)
 
     async def bury(self, service: str, message: aio_pika.Message) -> None:
-        await self._send("dlx", service, message, mandatory=True)
+        await self._send(self._dlx, service, message, mandatory=True)
 
     # Plumbing.
 
@@ -357,10 +362,24 @@ class AmqpBroker:
     async def _send(
         self, exchange: str, routing_key: str, message: aio_pika.Message, *, mandatory: bool
     ) -> None:
-        """Publish and wait for the confirm; a nack or a return raises BrokerError."""
-        self._open()
-        with _translated(f"publishing to {routing_key!r}"):
-            await self._exchanges[exchange].publish(message, routing_key, mandatory=mandatory)
+        """Publish to `exchange` ("" is the default one) and wait for the confirm; a nack, a return
+        (unroutable while `mandatory`) or a lost connection raises BrokerError."""
+        with _translated(f"publishing to {exchange!r} with routing key {routing_key!r}"):
+            channel = await self._publisher()
+            target = (
+                await channel.get_exchange(exchange, ensure=False) if exchange else channel.default_exchange
+            )
+            await target.publish(message, routing_key, mandatory=mandatory)
+
+    async def _publisher(self) -> AbstractChannel:
+        """The confirmed channel every publish shares, reopened if RabbitMQ closed it on an error
+        (a publish to an exchange someone deleted), so that one such error is not forever."""
+        async with self._publishing_lock:
+            if self._publishing is None or self._publishing.is_closed:
+                self._publishing = await self._open().channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+            return self._publishing
 
     @contextlib.asynccontextmanager
     async def _channel(self, doing: str) -> AsyncIterator[AbstractChannel]:
