@@ -20,9 +20,11 @@ if TYPE_CHECKING:
 __all__ = ["bench"]
 
 # Spelled out here rather than imported, since importing the scenarios would slow --help down;
-# tests check that they match wirelab.clients.TRANSPORTS and wirelab.bench.fanout.IMPLS.
+# tests check that they match wirelab.clients.TRANSPORTS, wirelab.bench.fanout.IMPLS and
+# wirelab.bench.pubsub.IMPLS.
 TRANSPORTS = ("get", "short", "long", "sse", "ws")
 IMPLS = ("wirelab-mixed", "wirelab-ws", "websockets-broadcast")
+PUBSUB_IMPLS = ("embedded", "wirelab-amqp", "wirelab-redis", "aio-pika-bare")
 
 _JSON_OPTION = click.option(
     "--json",
@@ -58,6 +60,17 @@ def bench() -> None:
     Servers under test run as real child processes on loopback and are measured from outside:
     CPU and memory with psutil, bytes on the wire through a counting relay.
     """
+
+
+def _counts(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    """A comma-separated list of distinct positive integers, in the order given."""
+    try:
+        counts = tuple(dict.fromkeys(int(n) for n in value.split(",") if n.strip()))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise click.BadParameter(f"comma-separated positive integers, not {value!r}")
+    return counts
 
 
 @bench.command()
@@ -157,6 +170,81 @@ def fanout(
     )
     console, progress = _consoles()
     _exit(lambda: run_fanout(plan, json_path=json_path, console=console, progress=progress), console)
+
+
+@bench.command()
+@click.option(
+    "--messages",
+    default=20_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Messages per row on RabbitMQ and Redis.",
+)
+@click.option(
+    "--embedded-messages",
+    default=200_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Messages per row on the embedded broker (more, since it is fast).",
+)
+@click.option(
+    "--consumers",
+    default="1,2,4",
+    show_default=True,
+    callback=_counts,
+    help="Comma-separated consumer counts, one row each; hop latency goes on the 1 row.",
+)
+@click.option(
+    "--impls",
+    default=",".join(PUBSUB_IMPLS),
+    show_default=True,
+    type=_Names(PUBSUB_IMPLS),
+    help="Comma-separated implementations; aio-pika-bare is the peer.",
+)
+@click.option(
+    "--hops", default=500, show_default=True, type=click.IntRange(1), help="Hops timed, one at a time."
+)
+@click.option(
+    "--amqp",
+    "amqp_url",
+    default="amqp://guest:guest@127.0.0.1:5672/",
+    show_default=True,
+    help="RabbitMQ URL.",
+)
+@click.option(
+    "--redis", "redis_url", default="redis://127.0.0.1:6379/0", show_default=True, help="Redis URL."
+)
+@_JSON_OPTION
+def pubsub(
+    messages: int,
+    embedded_messages: int,
+    consumers: tuple[int, ...],
+    impls: tuple[str, ...],
+    hops: int,
+    amqp_url: str,
+    redis_url: str,
+    json_path: Path | None,
+) -> None:
+    """Publish then consume through each broker, beside a bare aio-pika loop on the same RabbitMQ.
+
+    Per implementation and consumer count: publish msg/s (one publisher awaiting each confirmed,
+    persistent publish), consume msg/s (the consumers draining and acking what was published),
+    and on the 1-consumer row the p50/p99 latency of one hop. An unreachable engine is skipped.
+    Exit status 1 if nothing ran or a message was lost or delivered twice.
+    """
+    from wirelab.bench.pubsub import PubsubPlan, run_pubsub
+
+    plan = PubsubPlan(
+        messages=messages,
+        embedded_messages=embedded_messages,
+        consumers=consumers,
+        impls=impls,
+        hops=hops,
+        amqp_url=amqp_url,
+        redis_url=redis_url,
+    )
+    console, progress = _consoles()
+    _exit(lambda: run_pubsub(plan, json_path=json_path, console=console, progress=progress), console)
 
 
 def _consoles() -> tuple[Console, Progress]:
