@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,17 @@ def _resize(source: Path, destination: Path, height: int) -> None:
 
 
 def _save(image: Image.Image, destination: Path) -> None:
+    """Write under a name of our own, then rename over the output.
+
+    The name is unique even between threads of one process. A writer killed half-way leaves its
+    temporary file behind, and its message comes back: that is this write, so it sweeps them.
+    """
     destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
-    image.save(temporary, "JPEG", quality=JPEG_QUALITY, optimize=True)
-    temporary.replace(destination)
+    temporary = destination.with_name(f".{destination.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        image.save(temporary, "JPEG", quality=JPEG_QUALITY, optimize=True)
+        temporary.replace(destination)
+    finally:
+        temporary.unlink(missing_ok=True)
+    for stale in destination.parent.glob(f".{destination.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
