@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.interop.interop_peers import NODE_MODULES, JsonLinesPeer, Record, missing
-from tests.pipeline.test_reliability import AMQP_URL, Lab, jpeg, require_broker
+from tests.pipeline.lab import AMQP_URL, Lab, jpeg, require_broker
 from wirelab.proto.pipeline import PROGRESS, UPLOADED
 
 pytestmark = pytest.mark.interop

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.pipeline.test_reliability import AMQP_URL, JOB_FILES, Lab, jpeg, require_broker
+from tests.pipeline.lab import AMQP_URL, JOB_FILES, Lab, jpeg, require_broker
 from wirelab.app.imaging import output_info
 from wirelab.app.pipeline import SERVICES, Stages, declare_pipeline, serve
 from wirelab.proto.pipeline import PROGRESS, TARGETS, UPLOADED, JobProgress, StageMessage, decode_progress
