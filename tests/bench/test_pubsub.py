@@ -162,7 +162,7 @@ def test_summary_computes_ratios_and_goals() -> None:
     lines = summary(rows)
     assert lines[0] == (
         "wirelab-amqp vs aio-pika-bare, 1 consumer: msg/s publish 1.00x, consume 1.25x; "
-        "CPU/msg publish 1.00x, consume 0.80x; hop latency p50 2.00x, p99 2.00x"
+        "CPU/msg publish 1.00x, consume 0.80x; hop p50 2.00x, p99 2.00x"
     )
     assert lines[1] == (
         "wirelab-amqp vs aio-pika-bare, 2 consumers: msg/s publish 1.10x, consume 0.75x; "

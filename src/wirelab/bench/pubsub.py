@@ -65,15 +65,14 @@ _HEADER = struct.Struct("!QQ")  # sequence number, send time (perf_counter_ns)
 COLUMNS = (
     Column("impl", "impl"),
     Column("consumers", "consumers"),
-    Column("messages", "messages", ","),
-    Column("publish_per_s", "publish msg/s", ",.0f"),
-    Column("consume_per_s", "consume msg/s", ",.0f"),
-    Column("publish_cpu_us_per_msg", "pub CPU µs/msg", ".0f"),
-    Column("consume_cpu_us_per_msg", "con CPU µs/msg", ".0f"),
+    Column("publish_per_s", "publish/s", ",.0f"),
+    Column("consume_per_s", "consume/s", ",.0f"),
+    Column("publish_cpu_us_per_msg", "pub CPU µs", ".0f"),
+    Column("consume_cpu_us_per_msg", "con CPU µs", ".0f"),
     Column("hop_p50_ms", "hop p50 ms", ".3f"),
     Column("hop_p99_ms", "hop p99 ms", ".3f"),
     Column("missing", "missing", ","),
-    Column("duplicates", "duplicates", ","),
+    Column("duplicates", "dup", ","),
 )
 
 
@@ -358,8 +357,9 @@ def run_pubsub(plan: PubsubPlan, *, json_path: Path | None, console: Console, pr
     with progress:
         rows, skipped = runner.run(_measure_all(plan, progress))
     title = (
-        f"pub/sub: {plan.message_bytes}-byte persistent messages, 1 publisher, prefetch {plan.prefetch}, "
-        f"{plan.hops} hops"
+        f"pub/sub: messages/s and client CPU µs per message; {plan.messages:,} messages per row "
+        f"({plan.embedded_messages:,} embedded) of {plan.message_bytes} bytes, persistent, 1 publisher, "
+        f"prefetch {plan.prefetch}; hop latency over {plan.hops} one-at-a-time messages"
     )
     print_table(console, title, COLUMNS, rows)
     for line in summary(rows):
@@ -463,7 +463,7 @@ def _versus(consumers: int, ours: dict[str, Any], peer: dict[str, Any]) -> str:
         f"CPU/msg publish {ratio('publish_cpu_us_per_msg')}, consume {ratio('consume_cpu_us_per_msg')}"
     )
     if ours.get("hop_p50_ms") is not None:
-        line += f"; hop latency p50 {ratio('hop_p50_ms')}, p99 {ratio('hop_p99_ms')}"
+        line += f"; hop p50 {ratio('hop_p50_ms')}, p99 {ratio('hop_p99_ms')}"
     return line
 
 
