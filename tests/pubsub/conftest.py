@@ -16,7 +16,7 @@ from wirelab.pubsub import Broker, open_broker
 
 AMQP_URL = os.environ.get("WIRELAB_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 REDIS_URL = os.environ.get("WIRELAB_TEST_REDIS", "redis://127.0.0.1:6379/0")
-URLS = {"memory": "memory", "amqp": AMQP_URL}  # redis joins as its adapter lands
+URLS = {"memory": "memory", "amqp": AMQP_URL, "redis": REDIS_URL}
 
 
 @pytest.fixture(params=list(URLS))
