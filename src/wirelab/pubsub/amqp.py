@@ -132,8 +132,10 @@ class AmqpDelivery:
 
     async def ack(self) -> None:
         self._settle()
-        with _translated(f"acknowledging {self.message.id}"):
+        try:  # the hot path: no context manager, no message built unless it fails
             await self._incoming.ack()
+        except _FAILURES as exc:
+            raise BrokerError(f"amqp: acknowledging {self.message.id} failed: {exc!r}") from exc
 
     async def nack(self, reason: str) -> None:
         """Republish (attempts + 1) or dead-letter, confirmed, then ack the original."""
