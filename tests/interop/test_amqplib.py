@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.interop.interop_peers import NODE_MODULES, JsonLinesPeer, Record, missing
-from tests.pipeline.lab import AMQP_URL, Lab, jpeg, require_broker
+from tests.pipeline.lab import AMQP_URL, Lab, jpeg
 from wirelab.proto.pipeline import PROGRESS, UPLOADED
 
 pytestmark = pytest.mark.interop
@@ -35,12 +35,8 @@ def amqplib(node_peer: Start) -> Start:
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    require_broker(AMQP_URL)
-    lab = Lab(AMQP_URL, tmp_path).start()
-    try:
+    with Lab(AMQP_URL, tmp_path) as lab:
         yield lab
-    finally:
-        lab.close()
 
 
 def take(peer: JsonLinesPeer, queue: str, *, timeout: float = 10) -> Record:

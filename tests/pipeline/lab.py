@@ -75,6 +75,18 @@ class Lab:
         self.server.start()
         return self
 
+    def __enter__(self) -> Lab:
+        """Skip or fail (see require_broker) unless the broker answers, then start the server."""
+        try:
+            require_broker(self.broker_url)
+        except BaseException:  # skipped or failed: nothing was started but the HTTP client
+            self.http.close()
+            raise
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def worker(self, *services: str, consumers: int = 1) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "wirelab", "worker", *services]
         options = ["--broker", self.broker_url, "--namespace", self.namespace]

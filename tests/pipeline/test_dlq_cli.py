@@ -12,19 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline.lab import AMQP_URL, Lab, jpeg, require_broker
+from tests.pipeline.lab import AMQP_URL, Lab, jpeg
 from wirelab.proto.pipeline import UPLOADED
 from wirelab.pubsub import open_broker
 
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    require_broker(AMQP_URL)
-    lab = Lab(AMQP_URL, tmp_path).start()
-    try:
+    with Lab(AMQP_URL, tmp_path) as lab:
         yield lab
-    finally:
-        lab.close()
 
 
 def _publish(lab: Lab, body: bytes) -> None:

@@ -26,18 +26,13 @@ from tests.pipeline.lab import (
     Lab,
     assert_outputs_once,
     jpeg,
-    require_broker,
 )
 
 
 @pytest.fixture(params=list(BROKERS))
 def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lab]:
-    require_broker(BROKERS[request.param])
-    lab = Lab(BROKERS[request.param], tmp_path).start()
-    try:
+    with Lab(BROKERS[request.param], tmp_path) as lab:
         yield lab
-    finally:
-        lab.close()
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +99,7 @@ def test_a_format_worker_killed_while_writing_leaves_no_partial_file(
     """The harshest moment: SIGKILL while the worker writes an output's temporary file. The
     redelivered message rewrites that output, and nothing of the dead writer may stay behind
     (the broker does not matter here, so this runs on RabbitMQ, which redelivers at once)."""
-    require_broker(AMQP_URL)
-    lab = Lab(AMQP_URL, tmp_path).start()
-    try:
+    with Lab(AMQP_URL, tmp_path) as lab:
         lab.worker("compress", "notify")
         victim = lab.worker("format")
         warm_up(lab)
@@ -123,5 +116,3 @@ def test_a_format_worker_killed_while_writing_leaves_no_partial_file(
         done = lab.wait_done(job_id, timeout=30)
         assert lab.job_files(job_id) == JOB_FILES, f"killed while writing {at_kill}"
         assert_outputs_once(lab, job_id, done)
-    finally:
-        lab.close()

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.pipeline.lab import AMQP_URL, JOB_FILES, Lab, jpeg, require_broker
+from tests.pipeline.lab import AMQP_URL, JOB_FILES, Lab, jpeg
 from wirelab.app.imaging import output_info
 from wirelab.app.pipeline import SERVICES, Stages, declare_pipeline, serve
 from wirelab.proto.pipeline import PROGRESS, TARGETS, UPLOADED, JobProgress, StageMessage, decode_progress
@@ -90,12 +90,8 @@ class Killer(threading.Thread):
 
 @pytest.fixture
 def amqp_lab(tmp_path: Path) -> Iterator[Lab]:
-    require_broker(AMQP_URL)
-    lab = Lab(AMQP_URL, tmp_path).start()
-    try:
+    with Lab(AMQP_URL, tmp_path) as lab:
         yield lab
-    finally:
-        lab.close()
 
 
 def test_a_thousand_jobs_on_rabbitmq_with_a_format_worker_killed_again_and_again(
