@@ -48,6 +48,34 @@ def main() -> None:
     """
 
 
+_DATA_DIR = click.option(
+    "--data-dir",
+    default=".wirelab",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    envvar="WIRELAB_DATA_DIR",
+    show_envvar=True,
+    help="The data directory: the SQLite store, uploaded images and the pipeline's outputs.",
+)
+_BROKER = click.option(
+    "--broker",
+    default="memory",
+    show_default=True,
+    envvar="WIRELAB_BROKER",
+    show_envvar=True,
+    help="Broker URL: memory (embedded, this process only), amqp://... (RabbitMQ) or redis://... "
+    "(Redis Streams).",
+)
+_NAMESPACE = click.option(
+    "--namespace",
+    default="wirelab",
+    show_default=True,
+    envvar="WIRELAB_NAMESPACE",
+    show_envvar=True,
+    help="Prefix of every exchange, queue and stream on the broker (separate labs on one engine).",
+)
+
+
 @main.command()
 @click.option(
     "--host",
@@ -66,15 +94,7 @@ def main() -> None:
     show_envvar=True,
     help="TCP port (0: any free).",
 )
-@click.option(
-    "--data-dir",
-    default=".wirelab",
-    show_default=True,
-    type=click.Path(path_type=Path),
-    envvar="WIRELAB_DATA_DIR",
-    show_envvar=True,
-    help="Where the SQLite store (and later uploads and outputs) live.",
-)
+@_DATA_DIR
 @click.option(
     "--store",
     default="sqlite:",
@@ -83,22 +103,8 @@ def main() -> None:
     show_envvar=True,
     help="Store URL; sqlite: alone means DATA_DIR/wirelab.db.",
 )
-@click.option(
-    "--broker",
-    default="memory",
-    show_default=True,
-    envvar="WIRELAB_BROKER",
-    show_envvar=True,
-    help="Broker URL: memory (embedded), amqp://... (RabbitMQ) or redis://... (Redis Streams).",
-)
-@click.option(
-    "--namespace",
-    default="wirelab",
-    show_default=True,
-    envvar="WIRELAB_NAMESPACE",
-    show_envvar=True,
-    help="Prefix of every exchange, queue and stream on the broker (separate labs on one engine).",
-)
+@_BROKER
+@_NAMESPACE
 @click.option(
     "--pipeline/--no-pipeline",
     default=True,
@@ -300,23 +306,8 @@ def submit(
 @click.argument(
     "services", nargs=-1, required=True, type=click.Choice(["compress", "format", "notify", "all"])
 )
-@click.option(
-    "--broker",
-    default="memory",
-    show_default=True,
-    envvar="WIRELAB_BROKER",
-    show_envvar=True,
-    help="Broker URL: amqp://... (RabbitMQ) or redis://... (Redis Streams).",
-)
-@click.option(
-    "--data-dir",
-    default=".wirelab",
-    show_default=True,
-    type=click.Path(path_type=Path),
-    envvar="WIRELAB_DATA_DIR",
-    show_envvar=True,
-    help="The data directory the server uses (images in, outputs out).",
-)
+@_BROKER
+@_DATA_DIR
 @click.option(
     "--consumers",
     default=1,
@@ -324,14 +315,7 @@ def submit(
     type=click.IntRange(1, 64),
     help="Consumers of each service in this process.",
 )
-@click.option(
-    "--namespace",
-    default="wirelab",
-    show_default=True,
-    envvar="WIRELAB_NAMESPACE",
-    show_envvar=True,
-    help="Prefix of every exchange, queue and stream on the broker (separate labs on one engine).",
-)
+@_NAMESPACE
 def worker(services: tuple[str, ...], broker: str, data_dir: Path, consumers: int, namespace: str) -> None:
     """Run image pipeline services in their own process: compress, format, notify, or all.
 
@@ -343,12 +327,9 @@ def worker(services: tuple[str, ...], broker: str, data_dir: Path, consumers: in
 
     from wirelab.app.pipeline import SERVICES, run_services
     from wirelab.errors import ConfigError
-    from wirelab.pubsub import open_broker
+    from wirelab.pubsub import BrokerError, open_broker
 
-    if broker == "memory":
-        raise click.UsageError(
-            "a separate worker needs a shared broker: --broker amqp://... or redis://..."
-        )
+    _require_shared(broker)
     names = list(SERVICES) if "all" in services else list(dict.fromkeys(services))
 
     async def work() -> None:
@@ -364,19 +345,15 @@ def worker(services: tuple[str, ...], broker: str, data_dir: Path, consumers: in
         asyncio.run(work())
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         click.echo("wirelab worker: stopped", err=True)
 
 
 @main.command()
 @click.argument("action", type=click.Choice(["list", "replay"]))
-@click.option(
-    "--broker",
-    required=True,
-    envvar="WIRELAB_BROKER",
-    show_envvar=True,
-    help="Broker URL: amqp://... or redis://...",
-)
+@_BROKER
 @click.option(
     "--service",
     "services",
@@ -384,19 +361,14 @@ def worker(services: tuple[str, ...], broker: str, data_dir: Path, consumers: in
     type=click.Choice(["compress", "format", "notify", "feed"]),
     help="Only this service's dead letters (repeatable; default: all).",
 )
-@click.option(
-    "--namespace",
-    default="wirelab",
-    show_default=True,
-    envvar="WIRELAB_NAMESPACE",
-    show_envvar=True,
-    help="Prefix of every exchange, queue and stream on the broker (separate labs on one engine).",
-)
+@_NAMESPACE
 def dlq(action: str, broker: str, services: tuple[str, ...], namespace: str) -> None:
     """Show the dead-letter queues (messages that failed every attempt), or replay them."""
     import asyncio
 
-    from wirelab.pubsub import open_broker
+    from wirelab.pubsub import BrokerError, open_broker
+
+    _require_shared(broker)
 
     async def act() -> None:
         connection = open_broker(broker, namespace=namespace)
@@ -415,7 +387,16 @@ def dlq(action: str, broker: str, services: tuple[str, ...], namespace: str) -> 
         finally:
             await connection.close()
 
-    asyncio.run(act())
+    try:
+        asyncio.run(act())
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _require_shared(broker: str) -> None:
+    """The embedded broker lives inside `wirelab up`; another process cannot reach it."""
+    if broker == "memory":
+        raise click.UsageError("this needs the server's broker: --broker amqp://... or redis://...")
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> None:
