@@ -119,6 +119,17 @@ async def test_nack_redelivers_then_dead_letters_with_the_reason(broker: Broker)
     await replayed.ack()
 
 
+async def test_nack_without_retry_dead_letters_at_once(broker: Broker) -> None:
+    subscription = await broker.subscribe("format", ["t"], max_attempts=3)
+    sent = await broker.publish("t", b"malformed")
+    (delivery,) = await _take(subscription, 1)
+    await delivery.nack("malformed: not JSON", retry=False)
+    await _none_within(subscription, 0.3)
+    (letter,) = await broker.dead_letters("format")
+    assert letter.message.id == sent and letter.message.attempts == 1
+    assert letter.reason == "malformed: not JSON"
+
+
 async def test_a_delivery_is_settled_once(broker: Broker) -> None:
     subscription = await broker.subscribe("format", ["t"])
     await broker.publish("t", b"x")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from wirelab.app.imaging import compress, output_info, resize
-from wirelab.errors import NotFound, Unprocessable
+from wirelab.errors import NotFound, ProtocolError, Unprocessable
 from wirelab.proto.pipeline import (
     COMPRESSED,
     FORMATTED,
@@ -64,12 +64,16 @@ async def serve(
     prefetch: int = 4,
     max_attempts: int = 5,
 ) -> None:
-    """Consume `service`'s queue until cancelled: ack what `handle` finished, nack what it failed."""
+    """Consume `service`'s queue until cancelled: ack what `handle` finished, nack what it failed
+    (dead-lettering at once what is malformed)."""
     subscription = await broker.subscribe(service, topics, prefetch=prefetch, max_attempts=max_attempts)
     try:
         async for delivery in subscription:
             try:
                 await handle(delivery.message)
+            except ProtocolError as exc:  # malformed: no attempt can ever succeed
+                log.warning("%s: message %s is malformed: %s", service, delivery.message.id, exc)
+                await delivery.nack(f"malformed: {exc}", retry=False)
             except Exception as exc:
                 log.warning(
                     "%s: message %s failed (attempt %d): %s",

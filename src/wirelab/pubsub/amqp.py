@@ -137,12 +137,12 @@ class AmqpDelivery:
         except _FAILURES as exc:
             raise BrokerError(f"amqp: acknowledging {self.message.id} failed: {exc!r}") from exc
 
-    async def nack(self, reason: str) -> None:
+    async def nack(self, reason: str, *, retry: bool = True) -> None:
         """Republish (attempts + 1) or dead-letter, confirmed, then ack the original."""
         self._settle()
         if self._subscription.is_closed:  # RabbitMQ requeued it already: a copy would duplicate
             raise BrokerError(f"amqp: {self.message.id} was requeued when its subscription closed")
-        await self._subscription.retry(self._incoming, self.message, reason)
+        await self._subscription.retry(self._incoming, self.message, reason, again=retry)
         with _translated(f"acknowledging {self.message.id}"):
             await self._incoming.ack()
 
@@ -197,8 +197,10 @@ class AmqpSubscription:
             raise StopAsyncIteration
         raise BrokerError(f"amqp: RabbitMQ stopped {self._service!r}'s consumer or its channel")
 
-    async def retry(self, incoming: AbstractIncomingMessage, message: Message, reason: str) -> None:
-        if message.attempts < self._max_attempts:
+    async def retry(
+        self, incoming: AbstractIncomingMessage, message: Message, reason: str, *, again: bool
+    ) -> None:
+        if again and message.attempts < self._max_attempts:
             await self._broker.requeue(
                 self._service, _copy(incoming, message, attempts=message.attempts + 1)
             )

@@ -7,7 +7,7 @@
                                   that copy's queue (competing consumers, a work queue)
     Delivery.ack()                done with it
     Delivery.nack(reason)         failed: redelivered with attempts + 1, or dead-lettered with the
-                                  reason once `max_attempts` is reached
+                                  reason once `max_attempts` is reached (or at once: retry=False)
     consumer gone without acking  every unacknowledged message is redelivered (at-least-once)
 
 Topics are exact names such as `image.uploaded` (no wildcards, so every engine can route them the
@@ -60,8 +60,11 @@ class Delivery(Protocol):
 
     async def ack(self) -> None: ...
 
-    async def nack(self, reason: str) -> None:
-        """Redeliver (attempts + 1), or dead-letter with `reason` after the last attempt."""
+    async def nack(self, reason: str, *, retry: bool = True) -> None:
+        """Redeliver (attempts + 1), or dead-letter with `reason` after the last attempt.
+
+        `retry=False` dead-letters at once: for a message that can never succeed (malformed),
+        another attempt would only waste one."""
 
 
 class Subscription(Protocol):

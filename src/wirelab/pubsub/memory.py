@@ -55,9 +55,9 @@ class MemoryDelivery:
         self._settle()
         self._subscription.settle(self._tag, None)
 
-    async def nack(self, reason: str) -> None:
+    async def nack(self, reason: str, *, retry: bool = True) -> None:
         self._settle()
-        self._subscription.settle(self._tag, reason)
+        self._subscription.settle(self._tag, reason, retry=retry)
 
     def _settle(self) -> None:
         if self._settled:
@@ -102,16 +102,16 @@ class MemorySubscription:
         self._wakeup.set_result(None)
         return True
 
-    def settle(self, tag: int, reason: str | None) -> None:
+    def settle(self, tag: int, reason: str | None, *, retry: bool = True) -> None:
         message = self._unacked.pop(tag, None)
         if message is None:
             return  # the subscription closed meanwhile and already put it back
         if reason is not None:
-            self._retry(message, reason)
+            self._retry(message, reason, retry)
         self._queue.wake_one()
 
-    def _retry(self, message: Message, reason: str) -> None:
-        if message.attempts >= self._max_attempts:
+    def _retry(self, message: Message, reason: str, retry: bool) -> None:
+        if not retry or message.attempts >= self._max_attempts:
             self._queue.dead.append(DeadLetter(self._queue.service, message, reason))
         else:
             self._queue.put(dataclasses.replace(message, attempts=message.attempts + 1))

@@ -258,9 +258,9 @@ class RedisDelivery:
         self._settle()
         await self._subscription.settle(self, None)
 
-    async def nack(self, reason: str) -> None:
+    async def nack(self, reason: str, *, retry: bool = True) -> None:
         self._settle()
-        await self._subscription.settle(self, reason)
+        await self._subscription.settle(self, reason, retry=retry)
 
     def _settle(self) -> None:
         if self._settled:
@@ -372,21 +372,23 @@ class RedisSubscription:
             await self._move(stream, entry_id, "dead", junk, f"malformed entry: {exc}")
             return None
 
-    async def settle(self, delivery: RedisDelivery, reason: str | None) -> None:
+    async def settle(self, delivery: RedisDelivery, reason: str | None, *, retry: bool = True) -> None:
         if delivery not in self._unacked:
             return  # close() handed it back already
         try:
             if reason is None:
                 await self._redis.ack(delivery.stream, self._service, delivery.entry_id)
             else:
-                await self._retry(delivery.stream, delivery.entry_id, delivery.message, reason)
+                await self._retry(delivery.stream, delivery.entry_id, delivery.message, reason, retry)
         finally:
             self._unacked.discard(delivery)
             self._room.set()
 
-    async def _retry(self, stream: str, entry_id: bytes, message: Message, reason: str) -> None:
-        """One more attempt; after the last one, a dead letter with `reason`."""
-        if message.attempts >= self._max_attempts:
+    async def _retry(
+        self, stream: str, entry_id: bytes, message: Message, reason: str, retry: bool = True
+    ) -> None:
+        """One more attempt; after the last one (or at once, without retry), a dead letter."""
+        if not retry or message.attempts >= self._max_attempts:
             await self._move(stream, entry_id, "dead", message, reason)
         else:
             await self._move(stream, entry_id, "retry", _again(message))
