@@ -24,14 +24,14 @@ from wirelab.testing import ServerProcess
 
 AMQP_URL = os.environ.get("WIRELAB_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 REDIS_URL = os.environ.get("WIRELAB_TEST_REDIS", "redis://127.0.0.1:6379/0")
-BROKERS = {"amqp": AMQP_URL, "redis": REDIS_URL}
+BROKERS = {"amqp": AMQP_URL, "redis": f"{REDIS_URL}?visibility_timeout=4"}
 TARGET_FILES = ["1080p.jpg", "480p.jpg", "4k.jpg"]
 JOB_FILES = sorted(["compressed.jpg", *TARGET_FILES])
 """Everything a finished job leaves in outputs/JOB/: nothing more, nothing twice."""
-REDELIVERY_S = {"amqp": 30.0, "redis": 75.0}
+REDELIVERY_S = {"amqp": 30.0, "redis": 30.0}
 """How long a dead worker's messages may take to come back: RabbitMQ requeues them as soon as the
 connection drops; Redis leaves them pending until another consumer claims them after the broker's
-visibility timeout (30 s, and claims are looked for every 15 s)."""
+visibility timeout (4 s in these tests, from the URL; claims are looked for every 2 s)."""
 
 
 def jpeg(width: int, height: int, *, noise: bool = False) -> bytes:

@@ -224,3 +224,14 @@ async def test_closing_ends_a_waiting_reader_promptly(open_broker: OpenBroker, c
     with pytest.raises(StopAsyncIteration):
         async with asyncio.timeout(VISIBILITY):
             await reader
+
+
+def test_the_visibility_timeout_comes_from_the_url_and_never_reaches_redis() -> None:
+    from wirelab.errors import ConfigError
+    from wirelab.pubsub.redis_streams import _visibility_from
+
+    assert _visibility_from("redis://h:1/0", 30.0) == ("redis://h:1/0", 30.0)
+    assert _visibility_from("redis://h:1/0?visibility_timeout=2.5", 30.0) == ("redis://h:1/0", 2.5)
+    assert _visibility_from("redis://h/0?db=1&visibility_timeout=4", 30.0) == ("redis://h/0?db=1", 4.0)
+    with pytest.raises(ConfigError, match="visibility_timeout"):
+        _visibility_from("redis://h/0?visibility_timeout=soon", 30.0)

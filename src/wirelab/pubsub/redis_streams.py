@@ -56,6 +56,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
@@ -426,10 +427,29 @@ def _again(message: Message) -> Message:
     return dataclasses.replace(message, attempts=message.attempts + 1)
 
 
+def _visibility_from(url: str, default: float) -> tuple[str, float]:
+    """`redis://host/0?visibility_timeout=5` sets how soon a dead consumer's messages are reclaimed
+    (every `wirelab` command takes the broker as one URL); the option is ours, so Redis never sees it."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    ours = [value for key, value in query if key == "visibility_timeout"]
+    if not ours:
+        return url, default
+    try:
+        seconds = float(ours[-1])
+    except ValueError:
+        raise ConfigError(
+            f"broker: visibility_timeout must be a number of seconds, not {ours[-1]!r}"
+        ) from None
+    rest = urlencode([(key, value) for key, value in query if key != "visibility_timeout"])
+    return urlunsplit(parts._replace(query=rest)), seconds
+
+
 class RedisBroker:
     """The broker contract over Redis Streams; the module docstring maps one onto the other."""
 
     def __init__(self, url: str, *, namespace: str = "wirelab", visibility_timeout: float = 30.0) -> None:
+        url, visibility_timeout = _visibility_from(url, visibility_timeout)
         if visibility_timeout <= 0:
             raise ConfigError(f"broker: visibility_timeout must be positive, not {visibility_timeout}")
         self._url = url
