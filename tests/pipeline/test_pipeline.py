@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
+import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,3 +123,41 @@ async def test_malformed_messages_are_dead_lettered_and_the_worker_goes_on(tmp_p
     finally:
         worker.cancel()
         await asyncio.gather(worker, return_exceptions=True)
+
+
+def test_an_image_job_stopped_half_way_finishes_after_a_restart(tmp_path: Path) -> None:
+    """The embedded broker's messages die with the process, but the job is in the store: at the
+    next start it runs again from the upload, and the outputs are rewritten, not duplicated."""
+    first = ServerProcess(tmp_path).start()
+    try:
+        job = _image_job(first, _noise_jpeg(5000, 3500))
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{first.url}/jobs/{job['id']}").json()["state"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert first.stop() == 0
+    finally:
+        first.kill()
+    left = sqlite_state(tmp_path, job["id"])
+    assert left == "running", "the job ended before the server stopped; make the image bigger"
+    with ServerProcess(tmp_path, port=first.port) as second:
+        done = wait_done(second.url, job["id"], timeout=60)
+    assert done["state"] == "done" and len(done["outputs"]) == 3
+    files = sorted(p.name for p in (tmp_path / "outputs" / job["id"]).iterdir())
+    assert files == ["1080p.jpg", "480p.jpg", "4k.jpg", "compressed.jpg"]
+
+
+def _noise_jpeg(width: int, height: int) -> bytes:
+    """Noise compresses badly, so the stages take a while: long enough to stop the server mid-job."""
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (width, height), os.urandom(width * height * 3)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def sqlite_state(data_dir: Path, job_id: str) -> str:
+    with sqlite3.connect(data_dir / "wirelab.db") as db:
+        (data,) = db.execute(
+            "SELECT data FROM events WHERE topic = ? ORDER BY version DESC LIMIT 1", (f"jobs/{job_id}",)
+        ).fetchone()
+    state: str = json.loads(data)["state"]
+    return state
