@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.interop.interop_peers import JS, NODE_MODULES, JsonLinesPeer, missing, peer_tool
+from tests.helpers import unavailable
+from tests.interop.interop_peers import JS, NODE_MODULES, JsonLinesPeer, peer_tool
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +20,7 @@ def node() -> str:
     path = peer_tool("node")
     for package in ("ws", "eventsource"):
         if not (NODE_MODULES / package / "package.json").exists():
-            missing(f"npm package {package} is missing: npm ci --prefix tests/interop")
+            unavailable(f"npm package {package} is missing: npm ci --prefix tests/interop")
     return path
 
 

@@ -21,30 +21,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.helpers import unavailable
 
 __all__ = [
-    "IN_CI",
     "JS",
     "NODE_MODULES",
     "JsonLinesPeer",
     "Record",
-    "missing",
     "peer_tool",
 ]
 
 HERE = Path(__file__).parent
 JS = HERE / "js"
 NODE_MODULES = HERE / "node_modules"
-IN_CI = os.environ.get("CI") == "true"
 
 Record = dict[str, Any]
-
-
-def missing(message: str) -> None:
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def peer_tool(name: str) -> str:
@@ -52,7 +43,7 @@ def peer_tool(name: str) -> str:
     search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     path = shutil.which(name, path=search)
     if path is None:
-        missing(f"{name} is not installed (bash .ci/peers.sh installs it)")
+        unavailable(f"{name} is not installed (bash .ci/peers.sh installs it)")
     assert path is not None
     return path
 

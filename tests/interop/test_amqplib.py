@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.interop_peers import NODE_MODULES, JsonLinesPeer, Record, missing
+from tests.helpers import unavailable
+from tests.interop.interop_peers import NODE_MODULES, JsonLinesPeer, Record
 from tests.pipeline.lab import AMQP_URL, Lab, jpeg
 from wirelab.proto.pipeline import PROGRESS, UPLOADED
 
@@ -29,7 +30,7 @@ TARGETS = ["480p", "1080p"]
 @pytest.fixture
 def amqplib(node_peer: Start) -> Start:
     if not (NODE_MODULES / "amqplib" / "package.json").exists():
-        missing("npm package amqplib is missing: npm ci --prefix tests/interop")
+        unavailable("npm package amqplib is missing: npm ci --prefix tests/interop")
     return node_peer
 
 

@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aio_pika.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
 from pamqp.common import FieldTable
 
+from tests.helpers import unavailable
 from wirelab.pubsub import BrokerError, Delivery, Subscription
 from wirelab.pubsub.amqp import ATTEMPTS, REASON, TOPIC, AmqpBroker
 from wirelab.pubsub.factory import remove_namespace
@@ -39,9 +40,7 @@ async def broker(namespace: str) -> AsyncIterator[AmqpBroker]:
     try:
         await broker.connect()
     except BrokerError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"RabbitMQ unavailable: {exc}")
-        pytest.skip(f"RabbitMQ unavailable: {exc}")
+        unavailable(f"RabbitMQ unavailable: {exc}")
     try:
         yield broker
     finally:
