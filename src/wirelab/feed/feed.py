@@ -34,6 +34,9 @@ __all__ = ["Deliver", "Feed", "Lagged", "Push"]
 Deliver = Callable[[Entry], Awaitable[None]]
 Push = Callable[[Entry], bool]
 
+READ_PAGE = 256
+"""Entries read at a time; a follower far behind catches up a page per read."""
+
 
 class Lagged(WirelabError):
     """A follower fell too far behind and was dropped; it may resume after `cursor`."""
@@ -118,8 +121,7 @@ class Feed:
         """
         t = await self._topic(topic)
         entry = await asyncio.shield(self._commit(t, event, make_data, final))
-        self._wake(t)
-        self._drop_laggards(t)
+        self._announce(t)
         self._evict_if_done(t)
         return entry
 
@@ -148,13 +150,15 @@ class Feed:
             return t.log.latest()
         return await self._store.latest(topic)
 
-    async def read(self, topic: str, after: int, *, limit: int = 256) -> list[Entry]:
+    async def read(self, topic: str, after: int, *, limit: int = READ_PAGE) -> list[Entry]:
         """Entries newer than `after`, from memory while retained, else from the store."""
-        t = await self._topic(topic)
+        return await self._read(await self._topic(topic), after, limit)
+
+    async def _read(self, t: _Topic, after: int, limit: int) -> list[Entry]:
         try:
             return t.log.after(after, limit=limit)
         except Trimmed:
-            return await self._store.read(topic, after, limit)
+            return await self._store.read(t.log.topic, after, limit)
 
     async def wait(self, topic: str, after: int, seconds: float) -> Entry | None:
         """The latest entry once the topic passes `after`, or after `seconds` (long polling).
@@ -211,7 +215,7 @@ class Feed:
         on_idle: Callable[[], Awaitable[None]] | None,
     ) -> int:
         while not self._closed and not (t.log.closed and me.cursor >= t.log.head):
-            entries = await self.read(t.log.topic, me.cursor)
+            entries = await self._read(t, me.cursor, READ_PAGE)
             for entry in entries:
                 await deliver(entry)
                 me.cursor = entry.version
@@ -262,17 +266,16 @@ class Feed:
                 while t.log.head <= after and not t.log.closed and not self._closed:
                     await t.changed.wait()
 
-    def _wake(self, t: _Topic) -> None:
+    def _announce(self, t: _Topic) -> None:
+        """Wake the long polls; offer the new entry to each follower, dropping any that lag."""
         changed, t.changed = t.changed, asyncio.Event()
         changed.set()
         entry = t.log.latest()
-        if entry is not None:
-            for follower in t.followers:
-                follower.offer(entry)
-
-    def _drop_laggards(self, t: _Topic) -> None:
+        if entry is None:
+            return
         for f in t.followers:
-            if not f.lagged and t.log.head - f.cursor > self._max_lag:
+            f.offer(entry)
+            if not f.lagged and entry.version - f.cursor > self._max_lag:
                 f.lagged = True
                 f.task.cancel()
 
