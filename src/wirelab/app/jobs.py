@@ -124,12 +124,9 @@ class Jobs:
             if latest is None:
                 raise NotFound(f"no job {job_id}")
             raise Conflict(f"job {job_id} has already ended", state=_load(latest.data_json)["state"])
-        job.state = "canceled"
         if job.task is not None:
             job.task.cancel()
-        del self._active[job_id]
-        log.info("job %s canceled", job_id)
-        return await self._publish(job, "canceled")
+        return await self._finish(job, "canceled")
 
     async def apply(self, update: JobProgress) -> None:
         """News of detached work; late or repeated news of a job that ended is ignored."""
@@ -139,7 +136,6 @@ class Jobs:
         job.progress = max(job.progress, update.progress)
         job.outputs = update.outputs
         if update.state == "done":
-            job.state = "done"
             await self._finish(job, "done")
         else:
             await self._publish(job, "progress")
@@ -172,19 +168,20 @@ class Jobs:
             kind = self._kinds[job.kind]
             await kind.run(job.params, job.progress, report, job_id=job.id)
             if not kind.detached:
-                job.state = "done"
                 await self._finish(job, "done")
         except asyncio.CancelledError:
             raise  # canceled by a client (already published) or by shutdown (resumed later)
         except Exception as exc:
             log.exception("job %s failed", job.id)
-            job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
+            job.error = f"{type(exc).__name__}: {exc}"
             await self._finish(job, "failed")
 
-    async def _finish(self, job: _Job, event: str) -> None:
+    async def _finish(self, job: _Job, state: str) -> Entry:
+        """End the job in `state` (done, failed, canceled): its final event closes the topic."""
+        job.state = state
         self._active.pop(job.id, None)
-        await self._publish(job, event)
-        log.info("job %s %s", job.id, event)
+        log.info("job %s %s", job.id, state)
+        return await self._publish(job, state)
 
     async def _publish(self, job: _Job, event: str) -> Entry:
         return await self._feed.publish(job.topic, event, job.snapshot, final=event in TERMINAL_STATES)
