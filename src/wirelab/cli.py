@@ -148,7 +148,15 @@ _NAMESPACE = click.option(
     default=64 << 20,
     show_default=True,
     type=click.IntRange(1),
-    help="Largest image POST /images accepts, in bytes (bigger: 413).",
+    help="Largest image accepted, in one request or by tus, in bytes (bigger: 413).",
+)
+@click.option(
+    "--upload-expiry",
+    "upload_expiry_s",
+    default=86400.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="Seconds an unfinished tus upload is kept after its last PATCH (then: 410, and removed).",
 )
 @click.option(
     "--access-log/--no-access-log",
@@ -175,6 +183,7 @@ def up(
     max_lag: int,
     ws_max_size: int,
     max_image_bytes: int,
+    upload_expiry_s: float,
     access_log: bool,
     log_level: str,
 ) -> None:
@@ -201,6 +210,7 @@ def up(
             max_lag=max_lag,
             ws_max_size=ws_max_size,
             max_image_bytes=max_image_bytes,
+            upload_expiry_s=upload_expiry_s,
             log_level=log_level,
         )
         app = WirelabApp(config)

@@ -3,11 +3,16 @@
     WirelabError
     ├── ProblemError              a request we refuse; carries its HTTP status (RFC 9457)
     │   ├── BadRequest            400: malformed syntax or parameters
+    │   ├── Forbidden             403: never allowed on this resource
     │   ├── NotFound              404: no such resource
     │   ├── MethodNotAllowed      405: carries the Allow header
     │   ├── Conflict              409: the resource's state forbids it
+    │   ├── Gone                  410: it existed, and has expired or been removed
+    │   ├── PreconditionFailed    412: a precondition header (a protocol version) does not hold
     │   ├── PayloadTooLarge       413: a body over the configured limit
-    │   └── Unprocessable         422: well-formed but meaningless
+    │   ├── UnsupportedMediaType  415: a body of a type we do not take
+    │   ├── Unprocessable         422: well-formed but meaningless
+    │   └── Locked                423: another request holds the resource right now
     ├── ProtocolError             a peer broke a protocol we parse (remote fault)
     └── ConfigError               bad configuration given to us (local misuse)
 
@@ -23,12 +28,17 @@ __all__ = [
     "BadRequest",
     "ConfigError",
     "Conflict",
+    "Forbidden",
+    "Gone",
+    "Locked",
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
+    "PreconditionFailed",
     "ProblemError",
     "ProtocolError",
     "Unprocessable",
+    "UnsupportedMediaType",
     "WirelabError",
     "problem_body",
 ]
@@ -64,6 +74,11 @@ class BadRequest(ProblemError):
     title = "Bad Request"
 
 
+class Forbidden(ProblemError):
+    status = 403
+    title = "Forbidden"
+
+
 class NotFound(ProblemError):
     status = 404
     title = "Not Found"
@@ -72,6 +87,16 @@ class NotFound(ProblemError):
 class Conflict(ProblemError):
     status = 409
     title = "Conflict"
+
+
+class Gone(ProblemError):
+    status = 410
+    title = "Gone"
+
+
+class PreconditionFailed(ProblemError):
+    status = 412
+    title = "Precondition Failed"
 
 
 class PayloadTooLarge(ProblemError):
@@ -89,6 +114,16 @@ class MethodNotAllowed(ProblemError):
 class Unprocessable(ProblemError):
     status = 422
     title = "Unprocessable Content"
+
+
+class UnsupportedMediaType(ProblemError):
+    status = 415
+    title = "Unsupported Media Type"
+
+
+class Locked(ProblemError):
+    status = 423
+    title = "Locked"
 
 
 def problem_body(error: ProblemError, *, instance: str | None = None) -> dict[str, Any]:

@@ -10,6 +10,9 @@ GET    /topics/logins?after=V    long polling of logins (404 until the first log
 GET    /topics/logins/events     Server-Sent Events of logins
 GET    /ws                       WebSocket push: subscribe to jobs/{id} or logins
 GET    /ws/echo                  WebSocket echo
+POST   /images?targets=...       upload an image in one request (raw or multipart), start its job
+GET    /images/{id}              the stored image's id, size, type and sha256
+*      /uploads/                 tus 1.0.0 resumable uploads (upload/tus.py lists the methods)
 GET    /healthz                  liveness, with live counts
 """
 
@@ -29,7 +32,7 @@ from wirelab.http.asgi import send_bytes
 from wirelab.proto.pipeline import TARGETS
 from wirelab.pull import serve_poll
 from wirelab.push import serve_echo, serve_push, serve_sse
-from wirelab.upload import ImageStore, serve_image_upload
+from wirelab.upload import ImageHook, ImageStore, TusEndpoint, serve_image_upload
 
 __all__ = ["LOGINS", "build_router"]
 
@@ -38,7 +41,9 @@ MAX_USER = 256
 _JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
-def build_router(config: Config, feed: Feed, jobs: Jobs, images: ImageStore) -> Router:
+def build_router(
+    config: Config, feed: Feed, jobs: Jobs, images: ImageStore, uploads: TusEndpoint, on_image: ImageHook
+) -> Router:
     router = Router()
 
     async def job_topic(job_id: str) -> str:
@@ -114,7 +119,7 @@ def build_router(config: Config, feed: Feed, jobs: Jobs, images: ImageStore) -> 
         )
 
     async def upload_image(request: Request) -> None:
-        await serve_image_upload(request, images, limit=config.max_image_bytes)
+        await serve_image_upload(request, images, limit=config.max_image_bytes, on_image=on_image)
 
     async def image_info(request: Request, image_id: str) -> None:
         await send_json(request.send, 200, images.info(image_id).to_json())
@@ -138,6 +143,8 @@ def build_router(config: Config, feed: Feed, jobs: Jobs, images: ImageStore) -> 
     router.http("GET", "/topics/logins", poll_logins)
     router.http("GET", "/topics/logins/events", login_events)
     router.http("GET", "/healthz", healthz)
+    for method, path, handler in uploads.routes():
+        router.http(method, path, handler)
     router.websocket("/ws", push)
     router.websocket("/ws/echo", serve_echo)
     return router

@@ -27,6 +27,9 @@ class Config:
     retention: int = 256
     max_lag: int = 1024
     max_image_bytes: int = 64 << 20
+    """Largest image, sent in one request or by tus (Tus-Max-Size)."""
+    upload_expiry_s: float = 86400.0
+    """An unfinished tus upload untouched this long expires, and its bytes are removed."""
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -38,6 +41,7 @@ class Config:
             ("ws_max_size", 125 <= self.ws_max_size <= 1 << 30, "125 bytes to 1 GiB"),
             ("retention", self.retention >= 1, "at least 1"),
             ("max_lag", self.max_lag >= 1, "at least 1"),
+            ("upload_expiry_s", 1 <= self.upload_expiry_s <= 365 * 86400, "1 s to 365 days"),
         ]
         for name, ok, expected in checks:
             if not ok:

@@ -21,7 +21,7 @@ from wirelab.http import Receive, Scope, Send
 from wirelab.proto.pipeline import PROGRESS, decode_progress
 from wirelab.pubsub import Message, open_broker
 from wirelab.stores import open_store
-from wirelab.upload import ImageStore
+from wirelab.upload import DiskUploads, ImageStore, StoredImage, TusEndpoint
 
 __all__ = ["WirelabApp"]
 
@@ -37,7 +37,16 @@ class WirelabApp:
         self.images = ImageStore(config.data_dir / "images")
         kinds: dict[str, Kind] = {k.name: k for k in (DemoKind(), ImageKind(self.broker, self.images))}
         self.jobs = Jobs(self.feed, kinds, workers=config.workers)
-        self.router = build_router(config, self.feed, self.jobs, self.images)
+        self.uploads = TusEndpoint(
+            DiskUploads(config.data_dir / "uploads"),
+            self.images,
+            max_size=config.max_image_bytes,
+            lifetime_s=config.upload_expiry_s,
+            on_image=self._start_image_job,
+        )
+        self.router = build_router(
+            config, self.feed, self.jobs, self.images, self.uploads, self._start_image_job
+        )
         self._consumers: list[asyncio.Task[None]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -45,6 +54,19 @@ class WirelabApp:
             await self._lifespan(receive, send)
         else:
             await self.router(scope, receive, send)
+
+    async def _start_image_job(self, image: StoredImage, targets: tuple[str, ...]) -> str:
+        entry = await self.jobs.submit({"kind": "image", "image": image.id, "targets": list(targets)})
+        return entry.topic.removeprefix("jobs/")
+
+    async def _sweep_uploads(self) -> None:
+        """Remove expired tus uploads now and then (each is also removed when next asked for)."""
+        interval = min(self.config.upload_expiry_s / 2, 600.0)
+        while True:
+            removed = await self.uploads.sweep()
+            if removed:
+                log.info("removed %d expired uploads", removed)
+            await asyncio.sleep(interval)
 
     def begin_shutdown(self) -> None:
         self.feed.close()
@@ -57,7 +79,10 @@ class WirelabApp:
         async def apply(message: Message) -> None:
             await self.jobs.apply(decode_progress(message.body))
 
-        self._consumers = [asyncio.create_task(serve(self.broker, "feed", (PROGRESS,), apply))]
+        self._consumers = [
+            asyncio.create_task(serve(self.broker, "feed", (PROGRESS,), apply)),
+            asyncio.create_task(self._sweep_uploads()),
+        ]
         if self.config.pipeline:
             stages = run_services(self.broker, self.config.data_dir, list(SERVICES), consumers=2)
             self._consumers.append(asyncio.create_task(stages))

@@ -44,7 +44,9 @@ class Request:
         self.send = send
         self.method: str = scope.get("method", "GET")
         self.path: str = scope["path"]
-        self.query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        self.query = dict(
+            parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        )
         self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
     def int_param(self, name: str, *, default: int, minimum: int = 0) -> int:

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from wirelab.errors import ProtocolError
+from wirelab.errors import ProtocolError, Unprocessable
 
 __all__ = [
     "COMPRESSED",
@@ -32,6 +32,7 @@ __all__ = [
     "StageMessage",
     "decode_progress",
     "decode_stage",
+    "parse_targets",
 ]
 
 SCHEMA_VERSION = 1
@@ -85,6 +86,18 @@ class JobProgress:
                 "outputs": self.outputs,
             }
         ).encode()
+
+
+def parse_targets(raw: str | None) -> tuple[str, ...]:
+    """Targets as an upload names them (`480p,1080p`): absent means all of them, empty means none
+    (store the image, start no job). Checked when the upload starts, not after its last byte."""
+    if raw is None:
+        return tuple(TARGETS)
+    names = tuple(dict.fromkeys(t.strip() for t in raw.split(",") if t.strip()))
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown:
+        raise Unprocessable(f"targets are a comma-separated subset of {', '.join(TARGETS)}, not {unknown}")
+    return names
 
 
 def decode_stage(body: bytes, *, with_target: bool) -> StageMessage:

@@ -1,10 +1,10 @@
 """Stored images on local disk: streamed in, hashed on the way, visible only once complete.
 
-Theory of operation: bytes go to `incoming/ID.part` while their sha256 is computed; only a finished,
-recognised image is renamed into place (a rename is atomic), with its metadata beside it. Anything
-else, a client gone mid-body, a body over the limit, bytes that are no image, removes the part file,
-so no half-written image is ever seen. Disk writes run in a worker thread: a slow disk must not stall
-every other connection of the server.
+Theory of operation: bytes go to a file outside the store (`incoming/ID.part`, or a finished tus
+upload) while their sha256 is computed; only a finished, recognised image is renamed into place (a
+rename is atomic), its metadata written beside it first. Anything else, a client gone mid-body, a
+body over the limit, bytes that are no image, removes the part file, so no half-written image is
+ever seen.
 """
 
 from __future__ import annotations
@@ -14,23 +14,19 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from wirelab.errors import NotFound, ProblemError
+from wirelab.errors import NotFound, UnsupportedMediaType
 from wirelab.proto.imagetype import SNIFF_BYTES, sniff_image_type
+from wirelab.upload.spool import spool
 
-__all__ = ["ImageStore", "StoredImage", "UnsupportedMediaType"]
+__all__ = ["ImageHook", "ImageStore", "StoredImage", "media_type_of"]
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-class UnsupportedMediaType(ProblemError):
-    status = 415
-    title = "Unsupported Media Type"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +39,11 @@ class StoredImage:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+ImageHook = Callable[[StoredImage, tuple[str, ...]], Awaitable[str | None]]
+"""Called once an upload is a stored image, with the targets it asked for: the id of the job it
+started, or None. This is the seam to the image pipeline; `upload` knows nothing of jobs."""
 
 
 class ImageStore:
@@ -61,41 +62,46 @@ class ImageStore:
         return StoredImage(**meta)
 
     async def save(self, chunks: AsyncIterator[bytes]) -> StoredImage:
+        """Store a body; one that does not start like an image is refused at its first chunk."""
         image_id = secrets.token_hex(16)
         part = self._incoming / f"{image_id}.part"
         await asyncio.to_thread(self._incoming.mkdir, parents=True, exist_ok=True)
         file = await asyncio.to_thread(part.open, "wb")
         try:
-            digest, size, media_type = await self._write(chunks, file)
+            digest = hashlib.sha256()
+            size = await spool(_checked_head(chunks), file, [digest])
             await asyncio.to_thread(file.close)
-            image = StoredImage(image_id, digest, size, media_type, _now())
-            await asyncio.to_thread(self._publish, part, image)
-            return image
+            return await asyncio.to_thread(self.adopt, part, image_id, digest.hexdigest(), size)
         finally:
             await asyncio.to_thread(_discard, file, part)
 
-    async def _write(self, chunks: AsyncIterator[bytes], file: IO[bytes]) -> tuple[str, int, str]:
-        digest, size, head, media_type = hashlib.sha256(), 0, b"", None
-        async for chunk in chunks:
-            if media_type is None:
-                head += chunk[:SNIFF_BYTES]
-                if len(head) >= SNIFF_BYTES:
-                    media_type = _recognised(head)
-            digest.update(chunk)
-            size += len(chunk)
-            await asyncio.to_thread(file.write, chunk)
-        return digest.hexdigest(), size, media_type or _recognised(head)
-
-    def _publish(self, part: Path, image: StoredImage) -> None:
+    def adopt(self, path: Path, image_id: str, sha256: str, size: int) -> StoredImage:
+        """Move a complete file into the store (blocking: run it in a thread)."""
+        with path.open("rb") as file:
+            media_type = media_type_of(file.read(SNIFF_BYTES))
+        image = StoredImage(image_id, sha256, size, media_type, _now())
+        self.root.mkdir(parents=True, exist_ok=True)
         self.root.joinpath(f"{image.id}.json").write_text(json.dumps(image.to_json()))
-        part.rename(self.root / image.id)
+        path.rename(self.root / image.id)
+        return image
 
 
-def _recognised(head: bytes) -> str:
+def media_type_of(head: bytes) -> str:
+    """The media type of an image starting with `head`; anything else is a 415."""
     media_type = sniff_image_type(head)
     if media_type is None:
         raise UnsupportedMediaType("the body is not a PNG, JPEG, GIF or WebP image")
     return media_type
+
+
+async def _checked_head(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Refuse a body that is no image as soon as its first chunk shows it (it nearly always can)."""
+    first = True
+    async for chunk in chunks:
+        if first and len(chunk) >= SNIFF_BYTES:
+            media_type_of(chunk)
+        first = False
+        yield chunk
 
 
 def _discard(file: IO[bytes], part: Path) -> None:
