@@ -301,15 +301,14 @@ def submit(
 ) -> None:
     """Create a job and print its snapshot; with --watch, follow it like `wirelab watch`.
 
-    `wirelab submit` makes a demo job; `wirelab submit image FILE` uploads FILE (POST /images) and
-    makes an image job of it, which the pipeline compresses and resizes to 480p, 1080p and 4k.
+    `wirelab submit` makes a demo job; `wirelab submit image FILE` uploads FILE in one request
+    (POST /images), which starts its image job: the pipeline compresses it and resizes it to 480p,
+    1080p and 4k. (`wirelab upload` sends big files resumably, by tus.)
     """
     if kind == "image" and file is None:
         raise click.UsageError("wirelab submit image needs the FILE to upload")
     spec: dict[str, Any] = {"kind": "demo", "steps": steps, "step_ms": step_ms}
-    if kind == "image":
-        spec = {"kind": "image"}
-    _run(_submit(url, spec, file, follow, via, interval, wait))
+    _run(_submit(url, spec, file if kind == "image" else None, follow, via, interval, wait))
 
 
 @main.command()
@@ -441,9 +440,10 @@ async def _submit(
 
     client = JobsClient(url)
     try:
-        if file is not None:
-            spec["image"] = (await client.upload_image(file))["id"]
-        snapshot = await client.submit(spec)
+        if file is None:
+            snapshot = await client.submit(spec)
+        else:
+            snapshot = await client.get((await client.upload_image(file))["job"])
     finally:
         await client.aclose()
     click.echo(json.dumps(snapshot))

@@ -96,7 +96,9 @@ class Lab:
         return process
 
     def upload(self, body: bytes) -> str:
-        response = self.http.post("/images", content=body, headers={"content-type": "image/jpeg"})
+        response = self.http.post(
+            "/images", params={"targets": ""}, content=body, headers={"content-type": "image/jpeg"}
+        )
         assert response.status_code == 201, response.text
         image_id: str = response.json()["id"]
         return image_id

@@ -37,7 +37,7 @@ def pipeline_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
 
 
 def _image_job(server: ServerProcess, body: bytes, **spec: Any) -> dict[str, Any]:
-    image = httpx.post(f"{server.url}/images", content=body).json()
+    image = httpx.post(f"{server.url}/images", params={"targets": ""}, content=body).json()
     response = httpx.post(f"{server.url}/jobs", json={"kind": "image", "image": image["id"], **spec})
     assert response.status_code == 202, response.text
     job: dict[str, Any] = response.json()
@@ -83,7 +83,9 @@ def test_the_stages_show_as_progress_on_the_jobs_feed(pipeline_server: ServerPro
     ],
 )
 def test_bad_image_jobs_are_unprocessable(pipeline_server: ServerProcess, spec: dict[str, Any]) -> None:
-    image = httpx.post(f"{pipeline_server.url}/images", content=_jpeg(10, 10)).json()
+    image = httpx.post(
+        f"{pipeline_server.url}/images", params={"targets": ""}, content=_jpeg(10, 10)
+    ).json()
     response = httpx.post(
         f"{pipeline_server.url}/jobs", json={"kind": "image", "image": image["id"], **spec}
     )

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.helpers import wait_done
 from wirelab.proto.imagetype import sniff_image_type
 from wirelab.testing import ServerProcess
 
@@ -42,7 +43,9 @@ def test_an_image_is_stored_with_its_sha256(small_server: ServerProcess) -> None
     assert stored["sha256"] == hashlib.sha256(body).hexdigest()
     assert stored["bytes"] == len(body) and stored["media_type"] == "image/png"
     assert response.headers["location"] == f"/images/{stored['id']}"
-    assert httpx.get(f"{small_server.url}/images/{stored['id']}").json() == stored
+    assert httpx.get(f"{small_server.url}/images/{stored['id']}").json() == {
+        k: v for k, v in stored.items() if k != "job"
+    }
     assert (small_server.data_dir / "images" / stored["id"]).read_bytes() == body
 
 
@@ -118,3 +121,44 @@ def test_image_types_are_told_by_their_magic_numbers() -> None:
     assert sniff_image_type(b"GIF89a" + b"\0" * 6) == "image/gif"
     assert sniff_image_type(b"RIFF\0\0\0\0WEBP") == "image/webp"
     assert sniff_image_type(b"%PDF-1.7 xxxx") is None
+
+
+def test_a_multipart_form_gives_its_file_part(small_server: ServerProcess) -> None:
+    body = _png(200, 100)
+    files = {"image": ("cat.png", body, "image/png")}
+    response = httpx.post(
+        f"{small_server.url}/images", params={"targets": ""}, data={"title": "a cat"}, files=files
+    )
+    assert response.status_code == 201, response.text
+    stored = response.json()
+    assert stored["sha256"] == hashlib.sha256(body).hexdigest() and stored["job"] is None
+    assert (small_server.data_dir / "images" / stored["id"]).read_bytes() == body
+
+
+def test_a_form_without_a_file_is_422_and_a_broken_one_400(small_server: ServerProcess) -> None:
+    response = httpx.post(f"{small_server.url}/images", data={"title": "no file"}, files={})
+    assert response.status_code in (415, 422)
+    form = httpx.post(f"{small_server.url}/images", files={"x": ("a", b"b")}, data={"y": "z"})
+    assert form.status_code == 415  # the file is no image
+    bare = {"content-type": "multipart/form-data; boundary=xyz"}
+    response = httpx.post(f"{small_server.url}/images", content=b"--xyz\r\nnonsense", headers=bare)
+    assert response.status_code == 400 and response.headers["content-type"] == "application/problem+json"
+    response = httpx.post(
+        f"{small_server.url}/images", content=b"x", headers={"content-type": "multipart/form-data"}
+    )
+    assert response.status_code == 400
+    assert _leftovers(small_server) == []
+
+
+def test_an_uploaded_image_starts_its_job(small_server: ServerProcess) -> None:
+    response = httpx.post(f"{small_server.url}/images", params={"targets": "480p"}, content=_png())
+    assert response.status_code == 201
+    job_id = response.json()["job"]
+    assert response.headers["wirelab-job"] == job_id
+    job = wait_done(small_server.url, job_id, timeout=30)
+    assert job["state"] == "done" and job["params"] == {"image": response.json()["id"], "targets": ["480p"]}
+
+
+def test_unknown_targets_are_422_before_the_body_is_stored(small_server: ServerProcess) -> None:
+    response = httpx.post(f"{small_server.url}/images", params={"targets": "480p,8k"}, content=_png())
+    assert response.status_code == 422 and "8k" in response.json()["detail"]

@@ -196,7 +196,13 @@ class TusEndpoint:
     async def _receive(self, request: Request, upload_id: str, headers: dict[str, str]) -> Upload:
         """Write one PATCH body under the upload's lock: the new state. A client that left mid-body
         gets ClientGone, once what it sent is kept."""
-        file = await asyncio.to_thread(self._storage.open_locked, upload_id)
+        try:
+            file = await asyncio.to_thread(self._storage.open_locked, upload_id)
+        except NotFound:
+            # A finished upload's bytes are an image now: it answers from its state (409, or 204
+            # for a PATCH at its end); with no state either, it is a 404.
+            state = await asyncio.to_thread(self._storage.load, upload_id)
+            return plan_patch(state, headers, max_size=self._max_size, now=self._clock()).upload
         try:
             state = await asyncio.to_thread(self._storage.load, upload_id)
             plan = plan_patch(state, headers, max_size=self._max_size, now=self._clock())
