@@ -208,6 +208,7 @@ class TusEndpoint:
             plan = plan_patch(state, headers, max_size=self._max_size, now=self._clock())
             upload = plan.upload
             whole = await self._running_hash(upload, file)
+            await asyncio.to_thread(_position, file, upload.offset)
             start = whole.copy() if whole is not None else None
             chunk = hashlib.new(plan.checksum.algorithm) if plan.checksum else None
             gone = False
@@ -247,8 +248,6 @@ class TusEndpoint:
         offset, digest = self._hashes.pop(upload.id, (-1, None))
         if offset != upload.offset or digest is None:
             digest = await asyncio.to_thread(_hash_prefix, file, upload.offset)
-        await asyncio.to_thread(file.seek, upload.offset)
-        await asyncio.to_thread(file.truncate, upload.offset)
         return digest
 
     async def _check_image(self, upload: Upload, before: int) -> None:
@@ -340,6 +339,12 @@ def _expiry(upload: Upload) -> dict[str, str]:
 def _url(request: Request, upload_id: str) -> str:
     host = request.headers.get("host") or "{}:{}".format(*request.scope.get("server", ("localhost", 80)))
     return f"{request.scope.get('scheme', 'http')}://{host}/uploads/{upload_id}"
+
+
+def _position(file: IO[bytes], offset: int) -> None:
+    """Write at the upload's offset; bytes past it (a discarded chunk) are cut off first."""
+    file.truncate(offset)
+    file.seek(offset)
 
 
 def _flushed_size(file: IO[bytes]) -> int:
