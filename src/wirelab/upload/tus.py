@@ -48,6 +48,8 @@ __all__ = ["TusEndpoint"]
 log = logging.getLogger("wirelab.upload")
 
 Handler = Callable[..., Awaitable[None]]
+SETTLE_S = 2.0
+"""How long a HEAD waits for a PATCH of the same upload that is still writing (then it answers)."""
 _HASH_BLOCK = 1 << 20
 
 
@@ -114,6 +116,7 @@ class TusEndpoint:
 
     async def head(self, request: Request, upload_id: str) -> None:
         check_version(request.headers)
+        await self._settled(upload_id)
         upload = await self._live(upload_id)
         await _respond(request, 200, {**state_headers(upload), **_result(upload)})
 
@@ -171,6 +174,23 @@ class TusEndpoint:
                 pass
         return removed
 
+    async def _settled(self, upload_id: str) -> None:
+        """Wait a little for a PATCH of this upload still being written, typically one whose client
+        has just vanished while its last bytes land, so that a resuming HEAD counts them all."""
+        deadline = time.monotonic() + SETTLE_S
+        while True:
+            try:
+                file = await asyncio.to_thread(self._storage.open_locked, upload_id)
+            except Locked:
+                if time.monotonic() >= deadline:
+                    return
+                await asyncio.sleep(0.01)
+            except NotFound:
+                return
+            else:
+                file.close()
+                return
+
     async def _live(self, upload_id: str) -> Upload:
         """The upload's state; an expired one is removed on sight and answers 410 this once."""
         upload = await asyncio.to_thread(self._storage.load, upload_id)
@@ -197,18 +217,16 @@ class TusEndpoint:
         """Write one PATCH body under the upload's lock: the new state. A client that left mid-body
         gets ClientGone, once what it sent is kept."""
         try:
-            file = await asyncio.to_thread(self._storage.open_locked, upload_id)
+            file, state = await asyncio.to_thread(self._open, upload_id)
         except NotFound:
             # A finished upload's bytes are an image now: it answers from its state (409, or 204
             # for a PATCH at its end); with no state either, it is a 404.
             state = await asyncio.to_thread(self._storage.load, upload_id)
             return plan_patch(state, headers, max_size=self._max_size, now=self._clock()).upload
         try:
-            state = await asyncio.to_thread(self._storage.load, upload_id)
             plan = plan_patch(state, headers, max_size=self._max_size, now=self._clock())
             upload = plan.upload
             whole = await self._running_hash(upload, file)
-            await asyncio.to_thread(_position, file, upload.offset)
             start = whole.copy() if whole is not None else None
             chunk = hashlib.new(plan.checksum.algorithm) if plan.checksum else None
             gone = False
@@ -227,10 +245,8 @@ class TusEndpoint:
                     raise ClientGone()
                 plan.checksum.verify(chunk.digest())
             before = upload.offset
-            offset = await asyncio.to_thread(_flushed_size, file)
-            upload = replace(upload, offset=offset, expires_at=self._clock() + self._lifetime)
+            upload = await asyncio.to_thread(self._settle, file, upload)
             await self._check_image(upload, before)
-            await asyncio.to_thread(self._storage.save, upload)
             if whole is not None:
                 self._hashes[upload_id] = (upload.offset, whole)
                 if upload.complete:
@@ -239,7 +255,27 @@ class TusEndpoint:
                 raise ClientGone()
             return upload
         finally:
-            await asyncio.to_thread(file.close)
+            file.close()  # cheap (no flush is left to do) and it releases the lock at once
+
+    def _open(self, upload_id: str) -> tuple[IO[bytes], Upload]:
+        """The upload's file, locked and positioned at its offset (past it: a discarded chunk,
+        cut off), and its state read under the lock; one trip to a worker thread."""
+        file = self._storage.open_locked(upload_id)
+        try:
+            state = self._storage.load(upload_id)
+            file.truncate(state.offset)
+            file.seek(state.offset)
+        except BaseException:
+            file.close()
+            raise
+        return file, state
+
+    def _settle(self, file: IO[bytes], upload: Upload) -> Upload:
+        """The bytes are down: move the offset to their end, and keep the upload a while longer."""
+        file.flush()
+        upload = replace(upload, offset=file.tell(), expires_at=self._clock() + self._lifetime)
+        self._storage.save(upload)
+        return upload
 
     async def _running_hash(self, upload: Upload, file: IO[bytes]) -> Any:
         """The sha256 of the upload's bytes so far, or None for a part (hashed when joined)."""
@@ -248,6 +284,7 @@ class TusEndpoint:
         offset, digest = self._hashes.pop(upload.id, (-1, None))
         if offset != upload.offset or digest is None:
             digest = await asyncio.to_thread(_hash_prefix, file, upload.offset)
+            await asyncio.to_thread(file.seek, upload.offset)
         return digest
 
     async def _check_image(self, upload: Upload, before: int) -> None:
@@ -308,7 +345,7 @@ def _tus_errors(handler: Handler) -> Handler:
 
 async def _respond(request: Request, status: int, headers: dict[str, str]) -> None:
     raw = [(b"tus-resumable", VERSION.encode()), *((k.encode(), v.encode()) for k, v in headers.items())]
-    if status != 204:
+    if status != 204 and request.method != "HEAD":  # a HEAD's length would be its GET's
         raw.append((b"content-length", b"0"))
     await request.send({"type": "http.response.start", "status": status, "headers": raw})
     await request.send({"type": "http.response.body", "body": b""})
@@ -339,17 +376,6 @@ def _expiry(upload: Upload) -> dict[str, str]:
 def _url(request: Request, upload_id: str) -> str:
     host = request.headers.get("host") or "{}:{}".format(*request.scope.get("server", ("localhost", 80)))
     return f"{request.scope.get('scheme', 'http')}://{host}/uploads/{upload_id}"
-
-
-def _position(file: IO[bytes], offset: int) -> None:
-    """Write at the upload's offset; bytes past it (a discarded chunk) are cut off first."""
-    file.truncate(offset)
-    file.seek(offset)
-
-
-def _flushed_size(file: IO[bytes]) -> int:
-    file.flush()
-    return file.tell()
 
 
 def _hash_prefix(file: IO[bytes], size: int) -> Any:
