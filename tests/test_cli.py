@@ -26,7 +26,7 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 def test_help_lists_every_command() -> None:
     result = _run("--help")
     assert result.returncode == 0
-    for command in ("up", "submit", "watch", "bench"):
+    for command in ("up", "submit", "watch", "upload", "bench"):
         assert f"  {command}" in result.stdout
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from wirelab.units import ByteSize
+
 __all__ = ["main"]
 
 
@@ -145,10 +147,10 @@ _NAMESPACE = click.option(
 @click.option(
     "--max-image-size",
     "max_image_bytes",
-    default=64 << 20,
+    default="64MiB",
     show_default=True,
-    type=click.IntRange(1),
-    help="Largest image accepted, in one request or by tus, in bytes (bigger: 413).",
+    type=ByteSize(),
+    help="Largest image accepted, in one request or by tus: 64MiB, 1GiB, 1048576... (bigger: 413).",
 )
 @click.option(
     "--upload-expiry",
@@ -238,6 +240,8 @@ def _follow_options(command: click.decorators.FC) -> click.decorators.FC:
     options = [
         click.option(
             "--url",
+            "--server",
+            "url",
             default="http://127.0.0.1:8000",
             show_default=True,
             help="Base URL of the service.",
@@ -309,6 +313,73 @@ def submit(
         raise click.UsageError("wirelab submit image needs the FILE to upload")
     spec: dict[str, Any] = {"kind": "demo", "steps": steps, "step_ms": step_ms}
     _run(_submit(url, spec, file if kind == "image" else None, follow, via, interval, wait))
+
+
+def _parse_targets(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+    """--targets: absent asks for every output, `none` for none (the image is stored, no job starts)."""
+    from wirelab.errors import Unprocessable
+    from wirelab.proto.pipeline import parse_targets
+
+    if value is None:
+        return None
+    try:
+        return () if value.strip().lower() == "none" else parse_targets(value)
+    except Unprocessable as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--chunk",
+    default="4MiB",
+    show_default=True,
+    type=ByteSize(),
+    help="Bytes per PATCH request: 4MiB, 512KiB, 1048576...",
+)
+@click.option(
+    "--parallel",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Parts of the file uploaded side by side (tus concatenation), then joined.",
+)
+@click.option(
+    "--checksum",
+    type=click.Choice(["sha1", "md5", "sha256"]),
+    help="Send each chunk's digest (Upload-Checksum); the server discards a chunk that does not match.",
+)
+@click.option(
+    "--targets",
+    callback=_parse_targets,
+    help="Outputs of the image's job: comma-separated 480p,1080p,4k, or none to only store the image "
+    "[default: all].",
+)
+@click.option("--single", is_flag=True, help="Send the file in one request (POST /images): not resumable.")
+@click.option("--watch/--no-watch", "follow", default=False, help="Follow the image's job to its end.")
+@_follow_options
+def upload(
+    file: Path,
+    chunk: int,
+    parallel: int,
+    checksum: str | None,
+    targets: tuple[str, ...] | None,
+    single: bool,
+    follow: bool,
+    url: str,
+    via: str,
+    interval: float,
+    wait: float,
+) -> None:
+    """Upload the image FILE by tus, check the server stored exactly its bytes, print its image and job.
+
+    The upload's URLs are kept in $XDG_CACHE_HOME/wirelab/uploads.json (default ~/.cache/...): after
+    Ctrl-C, a lost connection or a crash, the same command resumes where the server's bytes end, for
+    one HEAD request per upload URL. Exit status: 0 stored and its sha256 verified (with --watch: and
+    the job done), 1 refused, unreachable, not verified or the job failed, 130 interrupted.
+    """
+    options = {"chunk": chunk, "parallel": parallel, "checksum": checksum, "targets": targets}
+    _run(_upload(file, options, single, follow, url, via, interval, wait))
 
 
 @main.command()
@@ -413,11 +484,11 @@ def _run(coro: Coroutine[Any, Any, int]) -> None:
 
     import httpx
 
-    from wirelab.clients.jobs import ServiceError
+    from wirelab.errors import WirelabError
 
     try:
         sys.exit(asyncio.run(coro))
-    except ServiceError as exc:
+    except WirelabError as exc:
         raise click.ClickException(str(exc)) from None
     except (httpx.TransportError, OSError) as exc:
         raise click.ClickException(f"cannot reach the service: {exc}") from None
@@ -469,6 +540,59 @@ async def _watch(url: str, job_id: str, via: str, interval: float, wait: float) 
     if state == "done":
         return 0
     return 75 if state in ("queued", "running") else 1
+
+
+async def _upload(
+    file: Path,
+    options: dict[str, Any],
+    single: bool,
+    follow: bool,
+    url: str,
+    via: str,
+    interval: float,
+    wait: float,
+) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from wirelab.clients.upload import Uploader
+
+    console = Console(stderr=True, soft_wrap=True)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+    )
+    bar = Progress(*columns, console=console)
+    task = bar.add_task(f"{'POST' if single else 'tus'} {file.name}", total=None)
+    uploader = Uploader(
+        url, on_progress=lambda done, total: bar.update(task, completed=done, total=total), **options
+    )
+    try:
+        with bar:
+            result = await (uploader.upload_single(file) if single else uploader.upload(file))
+    except BaseException:
+        if uploader.resumable:
+            console.print(
+                "the upload is unfinished: the server keeps what arrived; the same command resumes it"
+            )
+        raise
+    finally:
+        await uploader.aclose()
+    image = result.image
+    resumed = " (resumed)" if result.resumed else ""
+    console.print(
+        f"image {image['id']}: sha256 {image['sha256']} verified, {image['bytes']:,} bytes{resumed}"
+    )
+    console.print(f"job {result.job}" if result.job else "no job started")
+    summary = {"image": image, "job": result.job, "upload": result.url, "resumed": result.resumed}
+    click.echo(json.dumps({**summary, "verified": True}))
+    if not follow or result.job is None:
+        return 0
+    return await _watch(url, result.job, via, interval, wait)
 
 
 def _print_urls(host: str, port: int) -> None:

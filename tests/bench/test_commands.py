@@ -7,7 +7,7 @@ import sys
 
 from click.testing import CliRunner
 
-from wirelab.bench import commands
+from wirelab.bench import commands, upload
 from wirelab.bench.fanout import IMPLS
 from wirelab.clients import TRANSPORTS
 
@@ -18,7 +18,8 @@ def test_help_imports_no_scenario() -> None:
         "import sys; from wirelab.cli import main\n"
         "try: main(['bench', '--help'])\n"
         "except SystemExit: pass\n"
-        "heavy = [m for m in ('rich', 'httpx', 'psutil', 'websockets', 'wirelab.bench.notify')"
+        "heavy = [m for m in ('rich', 'httpx', 'psutil', 'websockets', 'PIL', 'wirelab.bench.notify',"
+        " 'wirelab.bench.upload')"
         " if m in sys.modules]\n"
         "print(heavy)"
     )
@@ -29,9 +30,17 @@ def test_help_imports_no_scenario() -> None:
 def test_option_lists_match_the_scenarios() -> None:
     assert commands.TRANSPORTS == TRANSPORTS
     assert commands.IMPLS == IMPLS
+    assert tuple(upload.MODES) == commands.UPLOAD_MODES
 
 
 def test_an_unknown_transport_is_a_usage_error() -> None:
     result = CliRunner().invoke(commands.bench, ["notify", "--transports", "get,carrier-pigeon"])
     assert result.exit_code == 2
     assert "choose from get, short, long, sse, ws" in result.output
+
+
+def test_an_unknown_upload_mode_or_size_is_a_usage_error() -> None:
+    result = CliRunner().invoke(commands.bench, ["upload", "--modes", "single,carrier-pigeon"])
+    assert result.exit_code == 2 and "choose from single, tus-1m" in result.output
+    result = CliRunner().invoke(commands.bench, ["upload", "--size", "12KiB"])
+    assert result.exit_code == 2 and "below the smallest allowed, 1MiB" in result.output

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from wirelab.units import ByteSize
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
@@ -20,11 +22,12 @@ if TYPE_CHECKING:
 __all__ = ["bench"]
 
 # Spelled out here rather than imported, since importing the scenarios would slow --help down;
-# tests check that they match wirelab.clients.TRANSPORTS, wirelab.bench.fanout.IMPLS and
-# wirelab.bench.pubsub.IMPLS.
+# tests check that they match wirelab.clients.TRANSPORTS, wirelab.bench.fanout.IMPLS,
+# wirelab.bench.pubsub.IMPLS and wirelab.bench.upload.MODES.
 TRANSPORTS = ("get", "short", "long", "sse", "ws")
 IMPLS = ("wirelab-mixed", "wirelab-ws", "websockets-broadcast")
 PUBSUB_IMPLS = ("embedded", "wirelab-amqp", "wirelab-redis", "aio-pika-bare")
+UPLOAD_MODES = ("single", "tus-1m", "tus-8m", "tus-64m", "tus-parallel-4", "tus-resumed-3")
 
 _JSON_OPTION = click.option(
     "--json",
@@ -245,6 +248,37 @@ def pubsub(
     )
     console, progress = _consoles()
     _exit(lambda: run_pubsub(plan, json_path=json_path, console=console, progress=progress), console)
+
+
+@bench.command()
+@click.option(
+    "--size",
+    default="256MiB",
+    show_default=True,
+    type=ByteSize(minimum=1 << 20),
+    help="Size of the uploaded image: 256MiB, 8MiB, 1GiB...",
+)
+@click.option(
+    "--modes",
+    default=",".join(UPLOAD_MODES),
+    show_default=True,
+    type=_Names(UPLOAD_MODES),
+    help="Comma-separated upload modes; single (one POST /images) is the peer.",
+)
+@_JSON_OPTION
+def upload(size: int, modes: tuple[str, ...], json_path: Path | None) -> None:
+    """Upload one big image in one request and by tus (1, 8, 64 MiB chunks, 4 parts in parallel,
+    cut off 3 times and resumed), and compare.
+
+    Per mode: goodput MiB/s (to the verified sha256), the server's RSS before and at its peak (sampled
+    every 5 ms), its CPU seconds, HTTP requests, the ratio to the single request, and for the resumed
+    mode the round trips each resume costs. Exit status 1 if a stored image's sha256 differs.
+    """
+    from wirelab.bench.upload import UploadPlan, run_upload
+
+    plan = UploadPlan(size=size, modes=modes)
+    console, progress = _consoles()
+    _exit(lambda: run_upload(plan, json_path=json_path, console=console, progress=progress), console)
 
 
 def _consoles() -> tuple[Console, Progress]:

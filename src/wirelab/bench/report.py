@@ -16,9 +16,11 @@ import os
 import platform
 import resource
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import psutil
@@ -27,6 +29,7 @@ from rich.table import Table
 
 __all__ = [
     "Column",
+    "PeakRss",
     "cpu_seconds",
     "machine_info",
     "percentile",
@@ -110,6 +113,39 @@ def cpu_seconds(pid: int) -> float:
 
 def rss_bytes(pid: int) -> int:
     return int(psutil.Process(pid).memory_info().rss)
+
+
+class PeakRss:
+    """The highest RSS a process reaches while the block runs, sampled every `interval_s`.
+
+    Sampled from a thread, so a busy event loop in the bench does not thin the samples out exactly
+    when the server is busiest; a buffer the server holds for a few milliseconds still shows.
+    """
+
+    def __init__(self, pid: int, *, interval_s: float = 0.005) -> None:
+        self._process = psutil.Process(pid)
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.before = self.peak = 0
+
+    def __enter__(self) -> PeakRss:
+        self.before = self.peak = int(self._process.memory_info().rss)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self.peak = max(self.peak, int(self._process.memory_info().rss))
+            except psutil.Error:
+                return  # the process is gone; what was seen stands
 
 
 def raise_fd_limit() -> int:

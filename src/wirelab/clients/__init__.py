@@ -5,6 +5,7 @@ from wirelab.clients.jobs import JobsClient
 from wirelab.clients.poll import GetFollower, LongPollFollower, ShortPollFollower
 from wirelab.clients.sse import SSEFollower
 from wirelab.clients.transports import TRANSPORTS, follower_for
+from wirelab.clients.upload import Uploader, UploadError, UploadResult, UploadStatistics, VerificationError
 from wirelab.clients.ws import WebSocketFollower
 
 __all__ = [
@@ -17,6 +18,11 @@ __all__ = [
     "SSEFollower",
     "ShortPollFollower",
     "Update",
+    "UploadError",
+    "UploadResult",
+    "UploadStatistics",
+    "Uploader",
+    "VerificationError",
     "WebSocketFollower",
     "follower_for",
 ]

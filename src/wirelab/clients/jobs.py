@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from wirelab.clients.files import read_range
 from wirelab.errors import WirelabError
 
-__all__ = ["JobsClient", "ServiceError", "checked"]
+__all__ = ["JobsClient", "ServiceError", "checked", "post_image", "problem_of", "raise_for_problem"]
 
 
 class ServiceError(WirelabError):
@@ -29,15 +31,8 @@ class JobsClient:
     async def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         return checked(await self._http.post("/jobs", json=spec))
 
-    async def upload_image(self, path: Path) -> dict[str, Any]:
-        """POST /images with the file streamed as the raw body."""
-
-        async def chunks() -> AsyncIterator[bytes]:
-            with path.open("rb") as file:
-                while chunk := file.read(1 << 16):
-                    yield chunk
-
-        return checked(await self._http.post("/images", content=chunks()))
+    async def upload_image(self, path: Path, *, targets: Sequence[str] | None = None) -> dict[str, Any]:
+        return await post_image(self._http, path, targets=targets)
 
     async def get(self, job_id: str) -> dict[str, Any]:
         return checked(await self._http.get(f"/jobs/{job_id}"))
@@ -52,12 +47,41 @@ class JobsClient:
         await self._http.aclose()
 
 
+async def post_image(
+    http: httpx.AsyncClient,
+    path: Path,
+    *,
+    targets: Sequence[str] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """POST /images with the file streamed as the raw body: the stored image and its `job` (or None).
+
+    `targets` None asks for every output, empty for none (store only). The Content-Length is sent, so
+    a server that finds the image too large can say 413 before reading it.
+    """
+    size = (await asyncio.to_thread(path.stat)).st_size
+    params = {} if targets is None else {"targets": ",".join(targets)}
+    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+    body = read_range(path, 0, size, on_bytes=on_bytes)
+    return checked(await http.post("/images", params=params, headers=headers, content=body))
+
+
 def checked(response: httpx.Response) -> dict[str, Any]:
-    if response.is_error:
-        try:
-            problem = response.json()
-        except ValueError:
-            problem = {"detail": response.text}
-        raise ServiceError(response.status_code, problem)
+    """The JSON body of a success; a refusal raises ServiceError with its problem document."""
+    raise_for_problem(response)
     body: dict[str, Any] = response.json()
     return body
+
+
+def raise_for_problem(response: httpx.Response) -> None:
+    if response.is_error:
+        raise ServiceError(response.status_code, problem_of(response))
+
+
+def problem_of(response: httpx.Response) -> dict[str, Any]:
+    """The RFC 9457 document of a refusal, or its text as the detail when it is not JSON."""
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = None
+    return problem if isinstance(problem, dict) else {"detail": response.text}
