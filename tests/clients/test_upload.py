@@ -273,7 +273,7 @@ def test_a_killed_cli_upload_resumes_from_the_servers_offset(
     file = image_file(tmp_path / "photo.jpg", 16 * MiB)
     size, chunk = file.stat().st_size, MiB
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    with SlowRelay(server.port, rate=8 * MiB) as relay:
+    with SlowRelay(server.port, rate=4 * MiB) as relay:
         command = [
             *WIRELAB,
             "upload",
@@ -374,7 +374,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(
 ) -> None:
     file = image_file(tmp_path / "photo.jpg", 12 * MiB)
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
-    with SlowRelay(server.port, rate=8 * MiB) as relay:
+    with SlowRelay(server.port, rate=2 * MiB) as relay:
         command = [*WIRELAB, "upload", str(file), "--url", relay.url, "--targets", "none"]
         child = subprocess.Popen(
             command, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
