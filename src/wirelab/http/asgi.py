@@ -48,6 +48,7 @@ class Request:
             parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         )
         self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        self._body: bytes | None = None
 
     def int_param(self, name: str, *, default: int, minimum: int = 0) -> int:
         """An integer query parameter; a malformed one is the client's fault (400)."""
@@ -87,7 +88,10 @@ class Request:
                 return
 
     async def body(self, *, limit: int = JSON_BODY_LIMIT) -> bytes:
-        return b"".join([chunk async for chunk in self.stream(limit=limit)])
+        """The whole (small) body, read once and kept: a middleware may read it before a handler."""
+        if self._body is None:
+            self._body = b"".join([chunk async for chunk in self.stream(limit=limit)])
+        return self._body
 
     async def json(self, *, limit: int = JSON_BODY_LIMIT) -> Any:
         raw = await self.body(limit=limit)
