@@ -35,7 +35,7 @@ class LazyGroup(click.Group):
 
 @click.group(
     cls=LazyGroup,
-    lazy={"bench": "wirelab.bench.commands:bench"},
+    lazy={"bench": "wirelab.bench.commands:bench", "demo": "wirelab.demo.commands:demo"},
     context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "WIRELAB"},
 )
 @click.version_option(package_name="wirelab")
@@ -78,155 +78,171 @@ _NAMESPACE = click.option(
 )
 
 
+def _server_options(command: click.decorators.FC) -> click.decorators.FC:
+    """The options `up` and `serve` share: where to listen, which engines, the limits."""
+    for option in reversed(_SERVER_OPTIONS):
+        command = option(command)
+    return command
+
+
+_SERVER_OPTIONS = [
+    click.option(
+        "--host",
+        default="127.0.0.1",
+        show_default=True,
+        envvar="WIRELAB_HOST",
+        show_envvar=True,
+        help="Address to listen on.",
+    ),
+    click.option(
+        "--port",
+        default=8000,
+        show_default=True,
+        type=int,
+        envvar="WIRELAB_PORT",
+        show_envvar=True,
+        help="TCP port (0: any free).",
+    ),
+    _DATA_DIR,
+    click.option(
+        "--store",
+        default="sqlite:",
+        show_default=True,
+        envvar="WIRELAB_STORE",
+        show_envvar=True,
+        help="Store URL; sqlite: alone means DATA_DIR/wirelab.db.",
+    ),
+    _BROKER,
+    _NAMESPACE,
+    click.option(
+        "--workers",
+        default=4,
+        show_default=True,
+        type=int,
+        envvar="WIRELAB_WORKERS",
+        show_envvar=True,
+        help="Jobs run at the same time.",
+    ),
+    click.option(
+        "--heartbeat",
+        "heartbeat_s",
+        default=15.0,
+        show_default=True,
+        type=float,
+        help="Seconds between SSE heartbeat comments on an idle stream.",
+    ),
+    click.option(
+        "--max-lag",
+        default=1024,
+        show_default=True,
+        type=int,
+        help="Versions a push subscriber may fall behind before it is dropped.",
+    ),
+    click.option(
+        "--ws-max-size",
+        default=1 << 20,
+        show_default=True,
+        type=int,
+        help="Largest WebSocket message accepted, in bytes (bigger: close 1009).",
+    ),
+    click.option(
+        "--max-image-size",
+        "max_image_bytes",
+        default="64MiB",
+        show_default=True,
+        type=ByteSize(),
+        help="Largest image accepted, in one request or by tus: 64MiB, 1GiB, 1048576... (bigger: 413).",
+    ),
+    click.option(
+        "--upload-expiry",
+        "upload_expiry_s",
+        default=86400.0,
+        show_default=True,
+        type=click.FloatRange(1),
+        help="Seconds an unfinished tus upload is kept after its last PATCH (then: 410, and removed).",
+    ),
+    click.option(
+        "--idempotency-ttl",
+        "idempotency_ttl_s",
+        default=86400.0,
+        show_default=True,
+        type=click.FloatRange(1),
+        help="Seconds an Idempotency-Key and the answer stored with it are kept, then swept.",
+    ),
+    click.option(
+        "--idempotency-stale",
+        "idempotency_stale_s",
+        default=60.0,
+        show_default=True,
+        type=click.FloatRange(0.001),
+        help="Seconds after which a key claimed by a request that never answered (its process died) "
+        "may be taken by a retry.",
+    ),
+    click.option(
+        "--access-log/--no-access-log",
+        default=True,
+        show_default=True,
+        help="Log one line per request.",
+    ),
+    click.option(
+        "--log-level",
+        default="info",
+        show_default=True,
+        type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    ),
+]
+
+
 @main.command()
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    envvar="WIRELAB_HOST",
-    show_envvar=True,
-    help="Address to listen on.",
-)
-@click.option(
-    "--port",
-    default=8000,
-    show_default=True,
-    type=int,
-    envvar="WIRELAB_PORT",
-    show_envvar=True,
-    help="TCP port (0: any free).",
-)
-@_DATA_DIR
-@click.option(
-    "--store",
-    default="sqlite:",
-    show_default=True,
-    envvar="WIRELAB_STORE",
-    show_envvar=True,
-    help="Store URL; sqlite: alone means DATA_DIR/wirelab.db.",
-)
-@_BROKER
-@_NAMESPACE
+@_server_options
 @click.option(
     "--pipeline/--no-pipeline",
     default=True,
     show_default=True,
     help="Run the image pipeline's stages in this process (--no-pipeline: `wirelab worker` runs them).",
 )
-@click.option(
-    "--workers",
-    default=4,
-    show_default=True,
-    type=int,
-    envvar="WIRELAB_WORKERS",
-    show_envvar=True,
-    help="Jobs run at the same time.",
-)
-@click.option(
-    "--heartbeat",
-    "heartbeat_s",
-    default=15.0,
-    show_default=True,
-    type=float,
-    help="Seconds between SSE heartbeat comments on an idle stream.",
-)
-@click.option(
-    "--max-lag",
-    default=1024,
-    show_default=True,
-    type=int,
-    help="Versions a push subscriber may fall behind before it is dropped.",
-)
-@click.option(
-    "--ws-max-size",
-    default=1 << 20,
-    show_default=True,
-    type=int,
-    help="Largest WebSocket message accepted, in bytes (bigger: close 1009).",
-)
-@click.option(
-    "--max-image-size",
-    "max_image_bytes",
-    default="64MiB",
-    show_default=True,
-    type=ByteSize(),
-    help="Largest image accepted, in one request or by tus: 64MiB, 1GiB, 1048576... (bigger: 413).",
-)
-@click.option(
-    "--upload-expiry",
-    "upload_expiry_s",
-    default=86400.0,
-    show_default=True,
-    type=click.FloatRange(1),
-    help="Seconds an unfinished tus upload is kept after its last PATCH (then: 410, and removed).",
-)
-@click.option(
-    "--access-log/--no-access-log",
-    default=True,
-    show_default=True,
-    help="Log one line per request.",
-)
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
-)
-def up(
-    host: str,
-    port: int,
-    data_dir: Path,
-    store: str,
-    broker: str,
-    namespace: str,
-    pipeline: bool,
-    workers: int,
-    heartbeat_s: float,
-    max_lag: int,
-    ws_max_size: int,
-    max_image_bytes: int,
-    upload_expiry_s: float,
-    access_log: bool,
-    log_level: str,
-) -> None:
-    """Run the Job Status service on embedded defaults (SQLite, nothing to install).
+def up(pipeline: bool, **options: Any) -> None:
+    """Run the Job Status service on embedded defaults (SQLite, nothing to install), all in one process:
+    the HTTP API, the jobs' work and (unless --no-pipeline) the image pipeline's stages.
 
     Ctrl-C or SIGTERM stops it gracefully: streams close cleanly and unfinished jobs stay in the
     store, to resume at the next start.
     """
+    _serve_app(options, pipeline=pipeline, dispatch=False)
+
+
+@main.command()
+@_server_options
+def serve(**options: Any) -> None:
+    """Run only the stateless HTTP API: every job's work goes to `wirelab worker` processes over the
+    broker, and all state lives in the store, so several `serve` processes on one PostgreSQL and one
+    broker are interchangeable (put them behind a balancer); they wake each other through the broker.
+
+    Example: wirelab serve --port 8001 --store postgresql://localhost/wirelab --broker amqp://localhost/
+    """
+    _serve_app(options, pipeline=False, dispatch=True)
+
+
+def _serve_app(options: dict[str, Any], *, pipeline: bool, dispatch: bool) -> None:
     from wirelab.app import Config, WirelabApp
     from wirelab.errors import ConfigError
     from wirelab.http.serve import serve
 
+    access_log = options.pop("access_log")
     try:
-        config = Config(
-            host=host,
-            port=port,
-            data_dir=data_dir,
-            store=store,
-            broker=broker,
-            namespace=namespace,
-            pipeline=pipeline,
-            workers=workers,
-            heartbeat_s=heartbeat_s,
-            max_lag=max_lag,
-            ws_max_size=ws_max_size,
-            max_image_bytes=max_image_bytes,
-            upload_expiry_s=upload_expiry_s,
-            log_level=log_level,
-        )
+        config = Config(**options, pipeline=pipeline, dispatch=dispatch)
         app = WirelabApp(config)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    _print_urls(host, port)
+    _print_urls(config.host, config.port)
     serve(
         app,
-        host=host,
-        port=port,
+        host=config.host,
+        port=config.port,
         on_stop=app.begin_shutdown,
-        ws_max_size=ws_max_size,
+        ws_max_size=config.ws_max_size,
         access_log=access_log,
-        log_level=log_level,
+        log_level=config.log_level,
     )
 
 

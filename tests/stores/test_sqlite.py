@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from wirelab.errors import ConfigError
 from wirelab.feed import Entry, Feed
-from wirelab.stores import SQLiteStore, open_store
+from wirelab.stores import Comment, SQLiteStore, VersionConflict, open_store
 
 
 def _entry(topic: str, version: int, *, final: bool = False) -> Entry:
@@ -33,13 +36,11 @@ async def test_events_survive_a_reopen_and_read_in_version_order(tmp_path: Path)
 
 
 async def test_a_version_cannot_be_written_twice(tmp_path: Path) -> None:
-    import sqlite3
-
     store = SQLiteStore(tmp_path / "w.db")
     await store.open()
     try:
         await store.append(_entry("t", 1))
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(VersionConflict):
             await store.append(_entry("t", 1))
     finally:
         await store.close()
@@ -83,3 +84,59 @@ async def test_an_unusable_path_is_a_clear_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot open"):
         await store.open()
     await store.close()
+
+
+async def test_a_file_that_is_not_a_database_is_a_clear_config_error(tmp_path: Path) -> None:
+    (tmp_path / "w.db").write_bytes(b"not a database, just some bytes" * 100)
+    store = SQLiteStore(tmp_path / "w.db")
+    with pytest.raises(ConfigError, match="cannot open"):
+        await store.open()
+    await store.close()
+
+
+V1_SCHEMA = """
+CREATE TABLE events (
+    topic TEXT NOT NULL, version INTEGER NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL,
+    published_at REAL NOT NULL, final INTEGER NOT NULL, PRIMARY KEY (topic, version)
+) WITHOUT ROWID;
+CREATE TABLE heads (topic TEXT PRIMARY KEY, version INTEGER NOT NULL, final INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO events VALUES ('jobs/a', 1, 'progress', '{"v":1}', 1001.0, 0),
+    ('jobs/a', 2, 'progress', '{"v":2}', 1002.0, 0);
+INSERT INTO heads VALUES ('jobs/a', 2, 0);
+PRAGMA user_version = 1;
+"""
+
+
+async def test_a_database_of_the_first_schema_upgrades_with_its_events(tmp_path: Path) -> None:
+    """A data directory written before comments and idempotency keys existed (user_version 1)."""
+    with closing(sqlite3.connect(tmp_path / "w.db")) as old:
+        old.executescript(V1_SCHEMA)
+    store = SQLiteStore(tmp_path / "w.db")
+    await store.open()
+    try:
+        assert await store.read("jobs/a", 0, 10) == [_entry("jobs/a", 1), _entry("jobs/a", 2)]
+        assert await store.open_topics("jobs/") == [_entry("jobs/a", 2)]
+        await store.append(_entry("jobs/a", 3, final=True))
+        await store.add_comment(Comment("c", "p", "hello", 1.0))
+        assert await store.count_comments("p") == 1
+    finally:
+        await store.close()
+    with closing(sqlite3.connect(tmp_path / "w.db")) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+
+
+async def test_claims_through_two_stores_on_one_file_have_one_winner(tmp_path: Path) -> None:
+    """Processes sharing the file (`serve` beside `worker`) take the write lock in turn."""
+    stores = [SQLiteStore(tmp_path / "w.db") for _ in range(2)]
+    for store in stores:
+        await store.open()
+    try:
+        claims = [
+            stores[n % 2].claim("k", f"f{n}", now=10.0, stale_before=0.0, expired_before=0.0)
+            for n in range(40)
+        ]
+        results = await asyncio.gather(*claims)
+        assert sum(record is None for record in results) == 1
+    finally:
+        for store in stores:
+            await store.close()

@@ -1,6 +1,6 @@
 """The HTTP contract of the Job Status service, every route mapped to its transport adapter.
 
-POST   /jobs                     create a job                      202 + Location + snapshot
+POST   /jobs                     create a job (Idempotency-Key)    202 + Location + snapshot
 GET    /jobs/{id}                snapshot (request/response, short polling)
 GET    /jobs/{id}?after=V&wait=S long polling
 DELETE /jobs/{id}                cancel
@@ -13,6 +13,8 @@ GET    /ws/echo                  WebSocket echo
 POST   /images?targets=...       upload an image in one request (raw or multipart), start its job
 GET    /images/{id}              the stored image's id, size, type and sha256
 *      /uploads/                 tus 1.0.0 resumable uploads (upload/tus.py lists the methods)
+POST   /comments, GET /comments  comments (app/comments.py), POST retry-safe with Idempotency-Key
+POST   /sessions, /tokens        stateful vs stateless authentication (app/auth.py), GET /whoami
 GET    /healthz                  liveness, with live counts
 """
 
@@ -23,15 +25,20 @@ import re
 import time
 from typing import Any
 
+from wirelab.app.auth import auth_routes
+from wirelab.app.comments import comment_routes
 from wirelab.app.config import Config
 from wirelab.app.jobs import Jobs
 from wirelab.errors import NotFound, Unprocessable
-from wirelab.feed import Feed
+from wirelab.feed import Entry, Feed
 from wirelab.http import Request, Router, WebSocket, send_json
 from wirelab.http.asgi import send_bytes
+from wirelab.http.idempotency import Idempotency, Keyed
+from wirelab.proto.idempotency import Completion
 from wirelab.proto.pipeline import TARGETS
 from wirelab.pull import serve_poll
 from wirelab.push import serve_echo, serve_push, serve_sse
+from wirelab.stores import Store
 from wirelab.upload import ImageHook, ImageStore, TusEndpoint, serve_image_upload
 
 __all__ = ["LOGINS", "build_router"]
@@ -42,9 +49,16 @@ _JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
 def build_router(
-    config: Config, feed: Feed, jobs: Jobs, images: ImageStore, uploads: TusEndpoint, on_image: ImageHook
+    config: Config,
+    store: Store,
+    feed: Feed,
+    jobs: Jobs,
+    images: ImageStore,
+    uploads: TusEndpoint,
+    on_image: ImageHook,
 ) -> Router:
     router = Router()
+    idempotency = Idempotency(store, ttl_s=config.idempotency_ttl_s, stale_s=config.idempotency_stale_s)
 
     async def job_topic(job_id: str) -> str:
         topic = f"jobs/{job_id}"
@@ -59,12 +73,17 @@ def build_router(
                 raise NotFound(f"no topic {topic}; topics are logins and jobs/ID")
             await job_topic(job_id)
 
-    async def create_job(request: Request) -> None:
-        entry = await jobs.submit(await request.json())
-        job_id = entry.topic.removeprefix("jobs/")
-        await send_json(
-            request.send, 202, None, raw=entry.data_json, headers=[("location", f"/jobs/{job_id}")]
-        )
+    async def create_job(request: Request, keyed: Keyed) -> None:
+        def answer(entry: Entry) -> tuple[list[tuple[str, str]], bytes]:
+            return [("location", f"/jobs/{entry.topic.removeprefix('jobs/')}")], entry.data_json.encode()
+
+        def completes(entry: Entry) -> Completion | None:
+            headers, body = answer(entry)
+            return keyed.completion(202, [("content-type", "application/json"), *headers], body)
+
+        entry = await jobs.submit(await request.json(), completes=completes)
+        headers, body = answer(entry)
+        await send_bytes(request.send, 202, body, content_type="application/json", headers=headers)
 
     async def get_job(request: Request, job_id: str) -> None:
         await serve_poll(feed, request, await job_topic(job_id))
@@ -132,7 +151,7 @@ def build_router(
         }
         await send_json(request.send, 200, status)
 
-    router.http("POST", "/jobs", create_job)
+    router.http("POST", "/jobs", idempotency.wrap(create_job))
     router.http("GET", "/jobs/{job_id}", get_job)
     router.http("DELETE", "/jobs/{job_id}", cancel_job)
     router.http("GET", "/jobs/{job_id}/events", job_events)
@@ -145,6 +164,8 @@ def build_router(
     router.http("GET", "/healthz", healthz)
     for method, path, handler in uploads.routes():
         router.http(method, path, handler)
+    comment_routes(router, store, idempotency)
+    auth_routes(router, config)
     router.websocket("/ws", push)
     router.websocket("/ws/echo", serve_echo)
     return router

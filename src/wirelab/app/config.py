@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,8 @@ class Config:
     broker: str = "memory"
     namespace: str = "wirelab"
     pipeline: bool = True
+    dispatch: bool = False
+    """Send demo jobs to `wirelab worker demo` over the broker (`wirelab serve`), not run them here."""
     """Run the image pipeline's stages in this process (else `wirelab worker` processes do)."""
     workers: int = 4
     heartbeat_s: float = 15.0
@@ -30,7 +33,15 @@ class Config:
     """Largest image, sent in one request or by tus (Tus-Max-Size)."""
     upload_expiry_s: float = 86400.0
     """An unfinished tus upload untouched this long expires, and its bytes are removed."""
+    idempotency_ttl_s: float = 86400.0
+    """How long an Idempotency-Key and its stored answer are kept."""
+    idempotency_stale_s: float = 60.0
+    """A key claimed this long ago without an answer is taken over: its request died (kill -9)."""
     log_level: str = "info"
+    jwt_secret: str | None = field(
+        default_factory=lambda: os.environ.get("WIRELAB_JWT_SECRET") or None, repr=False
+    )
+    """HS256 key of tokens (WIRELAB_JWT_SECRET); None: a random one, so tokens work here only."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -41,6 +52,8 @@ class Config:
             ("ws_max_size", 125 <= self.ws_max_size <= 1 << 30, "125 bytes to 1 GiB"),
             ("retention", self.retention >= 1, "at least 1"),
             ("max_lag", self.max_lag >= 1, "at least 1"),
+            ("idempotency_stale_s", 0 < self.idempotency_stale_s <= 86400, "more than 0, at most 1 day"),
+            ("idempotency_ttl_s", 1 <= self.idempotency_ttl_s <= 30 * 86400, "1 s to 30 days"),
             ("upload_expiry_s", 1 <= self.upload_expiry_s <= 365 * 86400, "1 s to 365 days"),
         ]
         for name, ok, expected in checks:

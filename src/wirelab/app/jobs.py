@@ -6,6 +6,10 @@ record. `submit` publishes the queued snapshot; a fixed pool of worker tasks run
 terminal event (done, failed, canceled) closes the topic. Stopping the service cancels the workers
 and leaves running jobs as they were in the store; starting it again re-queues every job whose topic
 is still open, and each kind resumes from the progress it last reported.
+
+Detached jobs (the image pipeline, demo jobs dispatched to `wirelab worker`) keep no state in this
+process once started: their news (`apply`) and their cancellation are applied to the latest snapshot
+in the store, whichever instance of the API created them, so any instance may take them.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 from wirelab.app.kinds import Kind
 from wirelab.errors import Conflict, NotFound, Unprocessable
-from wirelab.feed import Entry, Feed
+from wirelab.feed import Change, Completes, Entry, Feed, TopicClosed
 from wirelab.proto.pipeline import JobProgress
 
 __all__ = ["TERMINAL_STATES", "Jobs"]
@@ -103,7 +107,9 @@ class Jobs:
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
 
-    async def submit(self, spec: Any) -> Entry:
+    async def submit(self, spec: Any, *, completes: Completes | None = None) -> Entry:
+        """Queue a job; `completes` makes its creation the answer of an idempotent request, stored
+        in the same transaction as the job's first snapshot."""
         if not isinstance(spec, dict):
             raise Unprocessable('a job is a JSON object such as {"kind": "demo"}')
         kind = self._kinds.get(spec.get("kind"))  # type: ignore[arg-type]
@@ -111,7 +117,7 @@ class Jobs:
             known = ", ".join(sorted(self._kinds))
             raise Unprocessable(f"kind must be one of: {known}; got {spec.get('kind')!r}")
         job = _Job(secrets.token_hex(8), kind.name, kind.parse(spec), _now())
-        entry = await self._publish(job, "progress")
+        entry = await self._feed.publish(job.topic, "progress", job.snapshot, completes=completes)
         self._active[job.id] = job
         self._queue.put_nowait(job)
         log.info("job %s queued (%s %s)", job.id, job.kind, job.params)
@@ -119,26 +125,52 @@ class Jobs:
 
     async def cancel(self, job_id: str) -> Entry:
         job = self._active.get(job_id)
-        if job is None:
-            latest = await self._feed.latest(f"jobs/{job_id}")
+        if job is not None and not self._kinds[job.kind].detached:
+            if job.task is not None:
+                job.task.cancel()
+            return await self._finish(job, "canceled")
+        self._active.pop(job_id, None)
+
+        def cancel(latest: Entry | None) -> Change:
             if latest is None:
                 raise NotFound(f"no job {job_id}")
-            raise Conflict(f"job {job_id} has already ended", state=_load(latest.data_json)["state"])
-        if job.task is not None:
-            job.task.cancel()
-        return await self._finish(job, "canceled")
+            snapshot = _Job.from_snapshot(_load(latest.data_json))
+            if snapshot.state in TERMINAL_STATES:
+                raise Conflict(f"job {job_id} has already ended", state=snapshot.state)
+            snapshot.state = "canceled"
+            return "canceled", snapshot.snapshot, True
+
+        try:
+            entry = await self._feed.update(f"jobs/{job_id}", cancel)
+        except TopicClosed:
+            latest = await self._feed.latest(f"jobs/{job_id}")
+            state = _load(latest.data_json)["state"] if latest else "ended"
+            raise Conflict(f"job {job_id} has already ended", state=state) from None
+        assert entry is not None
+        log.info("job %s canceled", job_id)
+        return entry
 
     async def apply(self, update: JobProgress) -> None:
-        """News of detached work; late or repeated news of a job that ended is ignored."""
-        job = self._active.get(update.job)
-        if job is None or job.state != "running":
+        """News of detached work, applied to the job's latest snapshot in the store; late or
+        repeated news, and news of a job that ended, is ignored."""
+
+        def advance(latest: Entry | None) -> Change | None:
+            job = _Job.from_snapshot(_load(latest.data_json)) if latest else None
+            if job is None or job.state != "running" or update.progress < job.progress:
+                return None
+            job.progress, job.outputs = update.progress, update.outputs
+            if update.state == "done":
+                job.state = "done"
+                return "done", job.snapshot, True
+            return "progress", job.snapshot, False
+
+        try:
+            entry = await self._feed.update(f"jobs/{update.job}", advance)
+        except TopicClosed:
             return
-        job.progress = max(job.progress, update.progress)
-        job.outputs = update.outputs
-        if update.state == "done":
-            await self._finish(job, "done")
-        else:
-            await self._publish(job, "progress")
+        if entry is not None and entry.final:
+            self._active.pop(update.job, None)
+            log.info("job %s done", update.job)
 
     def statistics(self) -> dict[str, int]:
         return {"active": len(self._active), "queued": self._queue.qsize()}
@@ -167,7 +199,9 @@ class Jobs:
                 await self._publish(job, "progress")
             kind = self._kinds[job.kind]
             await kind.run(job.params, job.progress, report, job_id=job.id)
-            if not kind.detached:
+            if kind.detached:
+                self._active.pop(job.id, None)  # its news comes through `apply`, to any instance
+            else:
                 await self._finish(job, "done")
         except asyncio.CancelledError:
             raise  # canceled by a client (already published) or by shutdown (resumed later)

@@ -12,8 +12,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from wirelab.errors import Unprocessable
+from wirelab.proto.pipeline import REQUESTED, JobRequest
+from wirelab.pubsub import Broker
 
-__all__ = ["DemoKind", "Kind", "Progress"]
+__all__ = ["DemoKind", "DispatchedKind", "Kind", "Progress"]
 
 Progress = Callable[[float], Awaitable[None]]
 
@@ -54,6 +56,28 @@ class DemoKind:
         for step in range(round(progress * steps), steps):
             await asyncio.sleep(step_ms / 1000)
             await report((step + 1) / steps)
+
+
+class DispatchedKind:
+    """A kind whose work runs in `wirelab worker` processes: `run` publishes a job.requested
+    message, and the job finishes when the worker's job.progress says so (detached). This is how
+    `wirelab serve` stays stateless: no job's work lives in an API process."""
+
+    detached = True
+
+    def __init__(self, kind: Kind, broker: Broker) -> None:
+        self.name = kind.name
+        self._kind = kind
+        self._broker = broker
+
+    def parse(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        return self._kind.parse(spec)
+
+    async def run(
+        self, params: Mapping[str, Any], progress: float, report: Progress, *, job_id: str
+    ) -> None:
+        request = JobRequest(job_id, self.name, dict(params), progress)
+        await self._broker.publish(REQUESTED, request.encode())
 
 
 def _bounded_int(spec: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:

@@ -21,15 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from wirelab.app.imaging import compress, output_info, resize
+from wirelab.app.kinds import DemoKind
 from wirelab.errors import NotFound, ProtocolError, Unprocessable
 from wirelab.proto.pipeline import (
     COMPRESSED,
     FORMATTED,
     PROGRESS,
+    REQUESTED,
     TARGETS,
     UPLOADED,
     JobProgress,
     StageMessage,
+    decode_request,
     decode_stage,
 )
 from wirelab.pubsub import Broker, Message
@@ -43,8 +46,9 @@ SERVICES: dict[str, tuple[str, ...]] = {
     "compress": (UPLOADED,),
     "format": (COMPRESSED,),
     "notify": (COMPRESSED, FORMATTED),
+    "demo": (REQUESTED,),
 }
-"""Each worker service and the topics it consumes."""
+"""Each worker service and the topics it consumes (demo: the jobs `wirelab serve` dispatches)."""
 
 Handler = Callable[[Message], Awaitable[None]]
 
@@ -90,7 +94,7 @@ async def serve(
 
 
 class Stages:
-    """The three worker services' handlers over one data directory."""
+    """The worker services' handlers over one data directory."""
 
     def __init__(self, broker: Broker, data_dir: Path) -> None:
         self._broker = broker
@@ -98,7 +102,20 @@ class Stages:
         self._outputs = data_dir / "outputs"
 
     def handlers(self) -> dict[str, Handler]:
-        return {"compress": self.compress, "format": self.format, "notify": self.notify}
+        return {"compress": self.compress, "format": self.format, "notify": self.notify, "demo": self.demo}
+
+    async def demo(self, message: Message) -> None:
+        """Run a dispatched demo job from the progress it had, reporting each step."""
+        request = decode_request(message.body)
+        if request.kind != DemoKind.name:
+            raise ProtocolError(f"the demo service runs demo jobs, not {request.kind!r}")
+
+        async def report(progress: float) -> None:
+            await self._broker.publish(PROGRESS, JobProgress(request.job, "demo", progress).encode())
+
+        kind = DemoKind()
+        await kind.run(kind.parse(request.params), request.progress, report, job_id=request.job)
+        await self._broker.publish(PROGRESS, JobProgress(request.job, "demo", 1.0, "done").encode())
 
     async def compress(self, message: Message) -> None:
         stage = decode_stage(message.body, with_target=False)

@@ -9,17 +9,20 @@ the store.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import secrets
+import time
 
 from wirelab.app.api import build_router
 from wirelab.app.config import Config
 from wirelab.app.jobs import Jobs
-from wirelab.app.kinds import DemoKind, Kind
+from wirelab.app.kinds import DemoKind, DispatchedKind, Kind
 from wirelab.app.pipeline import SERVICES, ImageKind, declare_pipeline, run_services, serve
-from wirelab.feed import Feed
+from wirelab.feed import Entry, Feed
 from wirelab.http import Receive, Scope, Send
 from wirelab.proto.pipeline import PROGRESS, decode_progress
-from wirelab.pubsub import Message, open_broker
+from wirelab.pubsub import BrokerError, Listener, Message, open_broker
 from wirelab.stores import open_store
 from wirelab.upload import DiskUploads, ImageStore, StoredImage, TusEndpoint
 
@@ -27,15 +30,25 @@ __all__ = ["WirelabApp"]
 
 log = logging.getLogger("wirelab")
 
+WAKE_CHANNEL = "feed"
+"""Broadcast channel of the instances' wake-ups: {"instance", "topic", "version"}."""
+
 
 class WirelabApp:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = open_store(config.store, config.data_dir)
-        self.feed = Feed(self.store, retention=config.retention, max_lag=config.max_lag)
+        self._commits: asyncio.Queue[Entry] = asyncio.Queue()
+        self.feed = Feed(
+            self.store,
+            retention=config.retention,
+            max_lag=config.max_lag,
+            on_commit=self._commits.put_nowait,
+        )
         self.broker = open_broker(config.broker, namespace=config.namespace)
         self.images = ImageStore(config.data_dir / "images")
-        kinds: dict[str, Kind] = {k.name: k for k in (DemoKind(), ImageKind(self.broker, self.images))}
+        demo: Kind = DispatchedKind(DemoKind(), self.broker) if config.dispatch else DemoKind()
+        kinds: dict[str, Kind] = {k.name: k for k in (demo, ImageKind(self.broker, self.images))}
         self.jobs = Jobs(self.feed, kinds, workers=config.workers)
         self.uploads = TusEndpoint(
             DiskUploads(config.data_dir / "uploads"),
@@ -45,9 +58,10 @@ class WirelabApp:
             on_image=self._start_image_job,
         )
         self.router = build_router(
-            config, self.feed, self.jobs, self.images, self.uploads, self._start_image_job
+            config, self.store, self.feed, self.jobs, self.images, self.uploads, self._start_image_job
         )
         self._consumers: list[asyncio.Task[None]] = []
+        self._instance = secrets.token_hex(4)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -68,6 +82,35 @@ class WirelabApp:
                 log.info("removed %d expired uploads", removed)
             await asyncio.sleep(interval)
 
+    async def _sweep_keys(self) -> None:
+        """Forget Idempotency-Keys older than their time to live."""
+        ttl = self.config.idempotency_ttl_s
+        while True:
+            removed = await self.store.sweep_keys(expired_before=time.time() - ttl)
+            if removed:
+                log.info("forgot %d expired idempotency keys", removed)
+            await asyncio.sleep(min(ttl / 2, 600.0))
+
+    async def _tell_others(self) -> None:
+        """Broadcast each version this instance commits, so the other instances' readers wake."""
+        while True:
+            entry = await self._commits.get()
+            wake = {"instance": self._instance, "topic": entry.topic, "version": entry.version}
+            try:
+                await self.broker.broadcast(WAKE_CHANNEL, json.dumps(wake).encode())
+            except BrokerError as exc:
+                log.warning("could not tell the other instances about %s: %s", entry.topic, exc)
+
+    async def _hear_others(self, listener: Listener) -> None:
+        """Take in what other instances committed (the store has it; this is only the wake-up)."""
+        try:
+            async for body in listener:
+                wake = json.loads(body)
+                if wake.get("instance") != self._instance:
+                    await self.feed.refresh(str(wake.get("topic")))
+        finally:
+            await listener.close()
+
     def begin_shutdown(self) -> None:
         self.feed.close()
 
@@ -79,9 +122,13 @@ class WirelabApp:
         async def apply(message: Message) -> None:
             await self.jobs.apply(decode_progress(message.body))
 
+        listener = await self.broker.listen(WAKE_CHANNEL)
         self._consumers = [
             asyncio.create_task(serve(self.broker, "feed", (PROGRESS,), apply)),
+            asyncio.create_task(self._hear_others(listener)),
+            asyncio.create_task(self._tell_others()),
             asyncio.create_task(self._sweep_uploads()),
+            asyncio.create_task(self._sweep_keys()),
         ]
         if self.config.pipeline:
             stages = run_services(self.broker, self.config.data_dir, list(SERVICES), consumers=2)
@@ -99,7 +146,10 @@ class WirelabApp:
                 try:
                     await self.store.open()
                     await self._start_pipeline()
-                    await self.jobs.start(await self.store.open_topics("jobs/"))
+                    # A shared broker keeps the work of unfinished jobs queued; only the
+                    # all-in-one process, whose jobs ran here, starts them again itself.
+                    unfinished = [] if self.config.dispatch else await self.store.open_topics("jobs/")
+                    await self.jobs.start(unfinished)
                 except Exception as exc:
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})

@@ -7,6 +7,11 @@ retained and from the store after that. So a subscriber costs one cursor, whatev
 every transport built on `read`, `wait` and `follow` delivers the same versions in the same order and
 resumes from any version with nothing lost or repeated.
 
+Several processes may share one store (instances of a stateless API). Versions are then assigned
+by the store: a commit whose version another instance took first (VersionConflict) catches up from
+the store and tries again with the next one. `on_commit` tells the others (a broadcast) and
+`refresh` is how an instance hears them: it reads what is new in the store and wakes its readers.
+
 A follower that falls more than `max_lag` versions behind the head (a client that stopped reading while
 its socket buffers are full) is dropped with `Lagged`, which carries the version to resume from.
 
@@ -27,12 +32,17 @@ from typing import Any
 
 from wirelab.errors import WirelabError
 from wirelab.feed.log import Entry, TopicClosed, TopicLog, Trimmed
-from wirelab.feed.store import EventStore
+from wirelab.feed.store import EventStore, VersionConflict
+from wirelab.proto.idempotency import Completion
 
-__all__ = ["Deliver", "Feed", "Lagged", "Push"]
+__all__ = ["Change", "Completes", "Deliver", "Feed", "Lagged", "Push"]
 
 Deliver = Callable[[Entry], Awaitable[None]]
 Push = Callable[[Entry], bool]
+MakeData = Callable[[int], Mapping[str, Any]]
+Change = tuple[str, MakeData, bool]
+"""A new event: its name, its data given the version, and whether it is final."""
+Completes = Callable[[Entry], Completion | None]
 
 READ_PAGE = 256
 """Entries read at a time; a follower far behind catches up a page per read."""
@@ -95,8 +105,10 @@ class Feed:
         retention: int = 256,
         max_lag: int = 1024,
         clock: Callable[[], float] = time.time,
+        on_commit: Callable[[Entry], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_commit = on_commit
         self._retention = retention
         self._max_lag = max_lag
         self._clock = clock
@@ -110,37 +122,81 @@ class Feed:
         self,
         topic: str,
         event: str,
-        make_data: Callable[[int], Mapping[str, Any]],
+        make_data: MakeData,
         *,
         final: bool = False,
+        completes: Completes | None = None,
     ) -> Entry:
         """Append one event; `make_data` receives the new version, so a snapshot can carry it.
 
         The store write and the in-memory append happen together even if the caller is cancelled
-        half-way, so memory and store never disagree about a version.
+        half-way, so memory and store never disagree about a version. `completes` gives the answer
+        of an idempotent request, stored in the same transaction as the entry.
+        """
+        entry = await self.update(topic, lambda latest: (event, make_data, final), completes=completes)
+        assert entry is not None
+        return entry
+
+    async def update(
+        self,
+        topic: str,
+        change: Callable[[Entry | None], Change | None],
+        *,
+        completes: Completes | None = None,
+    ) -> Entry | None:
+        """Append what `change` makes of the latest entry (None: nothing to append).
+
+        `change` may run more than once: when another instance wrote first, it is asked again
+        about the newer entry. So it must be a pure function of the entry it is given.
         """
         t = await self._topic(topic)
-        entry = await asyncio.shield(self._commit(t, event, make_data, final))
+        entry = await asyncio.shield(self._commit(t, change, completes))
         self._announce(t)
         self._evict_if_done(t)
         return entry
 
-    async def _commit(
-        self,
-        t: _Topic,
-        event: str,
-        make_data: Callable[[int], Mapping[str, Any]],
-        final: bool,
-    ) -> Entry:
+    async def refresh(self, topic: str) -> None:
+        """Another instance wrote to `topic`: take in what is new and wake its readers here."""
+        t = self._topics.get(topic)
+        if t is None:
+            return  # nobody reads it here; it is loaded from the store when someone does
         async with t.lock:
-            if t.log.closed:
-                raise TopicClosed(f"topic {t.log.topic!r} is closed")
-            version = t.log.next_version()
-            data_json = json.dumps(make_data(version), separators=(",", ":"))
-            entry = Entry(t.log.topic, version, event, data_json, self._clock(), final)
-            await self._store.append(entry)
-            t.log.append(entry)
-            return entry
+            await self._catch_up(t)
+        self._announce(t)
+        self._evict_if_done(t)
+
+    async def _commit(
+        self, t: _Topic, change: Callable[[Entry | None], Change | None], completes: Completes | None
+    ) -> Entry | None:
+        async with t.lock:
+            while True:
+                if t.log.closed:
+                    raise TopicClosed(f"topic {t.log.topic!r} is closed")
+                planned = change(t.log.latest())
+                if planned is None:
+                    return None
+                event, make_data, final = planned
+                version = t.log.next_version()
+                data_json = json.dumps(make_data(version), separators=(",", ":"))
+                entry = Entry(t.log.topic, version, event, data_json, self._clock(), final)
+                try:
+                    await self._store.append(entry, completes=completes(entry) if completes else None)
+                except VersionConflict:
+                    await self._catch_up(t)
+                    continue
+                t.log.append(entry)
+                if self._on_commit is not None:
+                    self._on_commit(entry)
+                return entry
+
+    async def _catch_up(self, t: _Topic) -> None:
+        """Append to memory what other instances wrote to the store since our head (under t.lock)."""
+        while not t.log.closed:
+            entries = await self._store.read(t.log.topic, t.log.head, READ_PAGE)
+            for entry in entries:
+                t.log.append(entry)
+            if len(entries) < READ_PAGE:
+                return
 
     # -- reading ---------------------------------------------------------------------------------
 

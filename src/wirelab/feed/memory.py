@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 from wirelab.feed.log import Entry
+from wirelab.feed.store import VersionConflict
+from wirelab.proto.idempotency import Completion
 
 __all__ = ["MemoryEventStore"]
 
@@ -13,8 +15,11 @@ class MemoryEventStore:
     def __init__(self) -> None:
         self._topics: dict[str, list[Entry]] = defaultdict(list)
 
-    async def append(self, entry: Entry) -> None:
+    async def append(self, entry: Entry, *, completes: Completion | None = None) -> None:
+        """`completes` is accepted and dropped: nothing here outlives the process anyway."""
         entries = self._topics[entry.topic]
+        if entry.version <= len(entries):
+            raise VersionConflict(entry.topic, entry.version)
         if entry.version != len(entries) + 1:
             raise ValueError(f"expected version {len(entries) + 1} of {entry.topic!r}")
         entries.append(entry)

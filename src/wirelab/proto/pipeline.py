@@ -4,8 +4,10 @@
     image.compressed  ... plus "target": one of targets (one message per target: format workers
                       share the load)
     image.formatted   ... plus "target"
-    job.progress      {"v": 1, "job": ID, "stage": "compress"|"format", "progress": 0..1,
+    job.progress      {"v": 1, "job": ID, "stage": "compress"|"format"|"demo", "progress": 0..1,
                        "state": "running"|"done", "outputs": [...]}
+    job.requested     {"v": 1, "job": ID, "kind": "demo", "params": {...}, "progress": 0..1}
+                      (jobs run by `wirelab worker demo` rather than by the API's own process)
 
 Bodies are UTF-8 JSON, so any AMQP or Redis client can publish them (the wire format is documented
 here and in docs/pubsub.md). A message that is not one of these is a ProtocolError: it goes to the
@@ -25,12 +27,15 @@ __all__ = [
     "COMPRESSED",
     "FORMATTED",
     "PROGRESS",
+    "REQUESTED",
     "SCHEMA_VERSION",
     "TARGETS",
     "UPLOADED",
     "JobProgress",
+    "JobRequest",
     "StageMessage",
     "decode_progress",
+    "decode_request",
     "decode_stage",
     "parse_targets",
 ]
@@ -42,6 +47,7 @@ UPLOADED, COMPRESSED, FORMATTED, PROGRESS = (
     "image.formatted",
     "job.progress",
 )
+REQUESTED = "job.requested"
 TARGETS = {"480p": 480, "1080p": 1080, "4k": 2160}
 """Output formats by name: the height in pixels each resize aims for."""
 
@@ -111,6 +117,28 @@ def decode_stage(body: bytes, *, with_target: bool) -> StageMessage:
     return StageMessage(
         _id(message, "job"), _id(message, "image"), tuple(targets), target if with_target else None
     )
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    job: str
+    kind: str
+    params: dict[str, Any]
+    progress: float = 0.0
+
+    def encode(self) -> bytes:
+        body = {"v": SCHEMA_VERSION, "job": self.job, "kind": self.kind, "params": self.params}
+        return json.dumps({**body, "progress": self.progress}).encode()
+
+
+def decode_request(body: bytes) -> JobRequest:
+    message = _object(body)
+    kind, params, progress = message.get("kind"), message.get("params"), message.get("progress")
+    if not isinstance(kind, str) or not isinstance(params, dict):
+        raise ProtocolError("a job request has a kind (string) and params (object)")
+    if not isinstance(progress, int | float) or not 0 <= progress <= 1:
+        raise ProtocolError("progress must be a number from 0 to 1")
+    return JobRequest(_id(message, "job"), kind, params, float(progress))
 
 
 def decode_progress(body: bytes) -> JobProgress:

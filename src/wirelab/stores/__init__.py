@@ -1,5 +1,7 @@
-"""Durable stores: where the feed's events live when the process does not."""
+"""Durable stores: feed events, comments and idempotency records, on SQLite or PostgreSQL."""
 
-from wirelab.stores.sqlite import SQLiteStore, open_store
+from wirelab.stores.base import Comment, Store, VersionConflict
+from wirelab.stores.factory import open_store
+from wirelab.stores.sqlite import SQLiteStore
 
-__all__ = ["SQLiteStore", "open_store"]
+__all__ = ["Comment", "SQLiteStore", "Store", "VersionConflict", "open_store"]

@@ -1,0 +1,58 @@
+"""Comments: the course's `POST /postcomment`, made safe to retry with an Idempotency-Key.
+
+POST /comments {"post": ID, "text": "..."}   201 + Location + the comment
+GET  /comments?post=ID                        the post's comments, oldest first, and their count
+
+A comment and its idempotent answer are written in one transaction (`completes`), so a retry after
+any failure either replays the answer or finds nothing written and executes afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+from wirelab.errors import BadRequest, Unprocessable
+from wirelab.http import Request, Router, send_json
+from wirelab.http.asgi import send_bytes
+from wirelab.http.idempotency import Idempotency, Keyed
+from wirelab.stores import Comment, Store
+
+__all__ = ["MAX_POST", "MAX_TEXT", "comment_routes"]
+
+MAX_POST = 128
+MAX_TEXT = 10_000
+
+
+def comment_routes(router: Router, store: Store, idempotency: Idempotency) -> None:
+    async def post_comment(request: Request, keyed: Keyed) -> None:
+        post, text = _fields(await request.json())
+        comment = Comment(secrets.token_hex(8), post, text, time.time())
+        body = json.dumps(comment.to_json(), separators=(",", ":")).encode()
+        headers = [("location", f"/comments/{comment.id}")]
+        completes = keyed.completion(201, [("content-type", "application/json"), *headers], body)
+        await store.add_comment(comment, completes=completes)
+        await send_bytes(request.send, 201, body, content_type="application/json", headers=headers)
+
+    async def list_comments(request: Request) -> None:
+        post = request.query.get("post")
+        if not post:
+            raise BadRequest("say which post: GET /comments?post=ID")
+        comments = await store.comments(post)
+        body = {"post": post, "comments": [c.to_json() for c in comments], "count": len(comments)}
+        await send_json(request.send, 200, body)
+
+    router.http("POST", "/comments", idempotency.wrap(post_comment))
+    router.http("GET", "/comments", list_comments)
+
+
+def _fields(body: Any) -> tuple[str, str]:
+    post = body.get("post") if isinstance(body, dict) else None
+    text = body.get("text") if isinstance(body, dict) else None
+    if not isinstance(post, str) or not 0 < len(post) <= MAX_POST:
+        raise Unprocessable(f"post must be a non-empty string of at most {MAX_POST} characters")
+    if not isinstance(text, str) or not 0 < len(text) <= MAX_TEXT:
+        raise Unprocessable(f"text must be a non-empty string of at most {MAX_TEXT} characters")
+    return post, text
