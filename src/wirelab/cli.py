@@ -400,7 +400,10 @@ def upload(
 
 @main.command()
 @click.argument(
-    "services", nargs=-1, required=True, type=click.Choice(["compress", "format", "notify", "all"])
+    "services",
+    nargs=-1,
+    required=True,
+    type=click.Choice(["compress", "format", "notify", "demo", "all"]),
 )
 @_BROKER
 @_DATA_DIR
@@ -413,11 +416,13 @@ def upload(
 )
 @_NAMESPACE
 def worker(services: tuple[str, ...], broker: str, data_dir: Path, consumers: int, namespace: str) -> None:
-    """Run image pipeline services in their own process: compress, format, notify, or all.
+    """Run worker services in their own process: the image pipeline's compress, format and notify,
+    demo (the demo jobs `wirelab serve` dispatches), or all of them.
 
-    Start as many as you like, on the same broker and data directory as `wirelab up
-    --broker URL`; each service's consumers share its queue. Ctrl-C stops them; a message
-    being worked on goes back to the queue for another worker.
+    Start as many as you like, on the same broker and data directory as `wirelab up --broker URL`
+    or `wirelab serve`; each service's consumers share its queue. Workers report progress over the
+    broker and keep no state of their own. Ctrl-C stops them; a message being worked on goes back
+    to the queue for another worker.
     """
     import asyncio
 

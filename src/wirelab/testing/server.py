@@ -28,9 +28,15 @@ def free_port() -> int:
 
 class ServerProcess:
     def __init__(
-        self, data_dir: Path, *args: str, port: int | None = None, log_path: Path | None = None
+        self,
+        data_dir: Path,
+        *args: str,
+        port: int | None = None,
+        log_path: Path | None = None,
+        command: str = "up",
     ) -> None:
         self.data_dir = data_dir
+        self.command = command
         self.args = args
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -53,7 +59,7 @@ class ServerProcess:
             sys.executable,
             "-m",
             "wirelab",
-            "up",
+            self.command,
             "--port",
             str(self.port),
             "--data-dir",
