@@ -18,7 +18,7 @@ import pytest
 import websockets
 
 from tests.helpers import unavailable, wait_done
-from tests.pipeline.lab import AMQP_URL, require_broker
+from tests.pipeline.lab import BROKERS, require_broker
 from wirelab.clients import follower_for
 from wirelab.pubsub.factory import remove_namespace
 from wirelab.testing import ServerProcess
@@ -31,20 +31,22 @@ class Cluster:
         self.a, self.b = a, b
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    require_broker(AMQP_URL)
+@pytest.fixture(scope="module", params=sorted(BROKERS))
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Wake-ups go by a RabbitMQ exchange or by Redis pub/sub, whichever broker the instances use."""
+    broker = BROKERS[request.param]
+    require_broker(broker)
     schema, namespace = f"wltest_{secrets.token_hex(4)}", f"wltest-{secrets.token_hex(4)}"
     try:
         asyncio.run(_sql(f'CREATE SCHEMA "{schema}"'))
     except (OSError, asyncpg.PostgresError) as exc:
         unavailable(f"PostgreSQL at {PG_URL} unavailable: {exc!r}")
     data_dir = tmp_path_factory.mktemp("cluster")
-    shared = ["--store", f"{PG_URL}?schema={schema}", "--broker", AMQP_URL, "--namespace", namespace]
+    shared = ["--store", f"{PG_URL}?schema={schema}", "--broker", broker, "--namespace", namespace]
     a = ServerProcess(data_dir / "a", *shared, command="serve", log_path=data_dir / "a.log")
     b = ServerProcess(data_dir / "b", *shared, command="serve", log_path=data_dir / "b.log")
     worker_command = [sys.executable, "-m", "wirelab", "worker", "demo", "--consumers", "4"]
-    worker_options = ["--broker", AMQP_URL, "--namespace", namespace, "--data-dir", str(data_dir)]
+    worker_options = ["--broker", broker, "--namespace", namespace, "--data-dir", str(data_dir)]
     with open(data_dir / "worker.log", "wb") as log:
         worker = subprocess.Popen([*worker_command, *worker_options], stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -53,7 +55,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         worker.terminate()
         worker.wait(10)
-        asyncio.run(remove_namespace(AMQP_URL, namespace))
+        asyncio.run(remove_namespace(broker, namespace))
         asyncio.run(_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
 
 
@@ -132,3 +134,24 @@ def test_the_instances_answer_one_keyed_post_once(cluster: Cluster) -> None:
 def test_the_logs_show_no_error(cluster: Cluster) -> None:
     for log in (cluster.a.log_path, cluster.b.log_path):
         assert "Traceback" not in Path(log).read_text()
+
+
+def test_an_sse_reader_moving_to_the_other_instance_resumes_where_it_was(cluster: Cluster) -> None:
+    job_id = _job_on(cluster.a, steps=12)
+
+    def events(server: ServerProcess, headers: dict[str, str], count: int | None) -> list[int]:
+        versions: list[int] = []
+        with httpx.stream(
+            "GET", f"{server.url}/jobs/{job_id}/events", headers=headers, timeout=30
+        ) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("id: "):
+                    versions.append(int(line[4:]))
+                    if count is not None and len(versions) == count:
+                        break
+        return versions
+
+    first = events(cluster.a, {}, 3)
+    rest = events(cluster.b, {"last-event-id": str(first[-1])}, None)
+    done = wait_done(cluster.b.url, job_id, timeout=5)
+    assert first + rest == list(range(first[0], done["version"] + 1))
