@@ -18,6 +18,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aio_pika.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
+from aiormq.exceptions import ChannelLockedResource
 from pamqp.common import FieldTable
 
 from tests.helpers import unavailable
@@ -237,6 +238,74 @@ async def test_remove_namespace_finds_queues_declared_by_another_broker(
         channel = await raw.channel()
         with pytest.raises(ChannelNotFoundEntity):
             await channel.declare_queue(f"{broker.namespace}.{name}", passive=True)
+
+
+async def _queue_exists(raw: AbstractConnection, name: str) -> bool:
+    """Asked by passive declaration; another connection's exclusive queue exists but is locked."""
+    channel = await raw.channel()
+    try:
+        await channel.declare_queue(name, passive=True)
+    except ChannelLockedResource:
+        return True
+    except ChannelNotFoundEntity:
+        return False
+    await channel.close()
+    return True
+
+
+async def test_a_broadcast_is_transient_plain_amqp(broker: AmqpBroker, raw: AbstractConnection) -> None:
+    """Any AMQP client can hear broadcasts: bind a queue to ns.broadcast by the channel's name."""
+    async with raw.channel() as channel:
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(f"{broker.namespace}.broadcast", routing_key="feed")
+        await broker.broadcast("feed", b"jobs/7")
+        incoming = await queue.get(timeout=TIMEOUT, no_ack=True)
+        assert incoming.delivery_mode == aio_pika.DeliveryMode.NOT_PERSISTENT
+        assert incoming.body == b"jobs/7" and incoming.routing_key == "feed"
+
+
+async def test_a_listeners_queue_is_exclusive_and_deleted_on_close(
+    broker: AmqpBroker, raw: AbstractConnection
+) -> None:
+    listener = await broker.listen("feed")
+    assert listener.queue_name is not None
+    channel = await raw.channel()
+    with pytest.raises(ChannelLockedResource):  # no other connection may even look at it
+        await channel.declare_queue(listener.queue_name, passive=True)
+    await listener.close()
+    assert not await _queue_exists(raw, listener.queue_name)
+
+
+async def test_destroy_removes_the_broadcast_exchange_and_listeners(
+    broker: AmqpBroker, raw: AbstractConnection
+) -> None:
+    listener = await broker.listen("feed")
+    assert listener.queue_name is not None
+    await broker.destroy()
+    assert [body async for body in listener] == []
+    assert not await _queue_exists(raw, listener.queue_name)
+    channel = await raw.channel()
+    with pytest.raises(ChannelNotFoundEntity):
+        await channel.declare_exchange(f"{broker.namespace}.broadcast", passive=True)
+
+
+async def test_a_connection_cut_ends_a_listener_and_takes_its_queue(
+    broker: AmqpBroker, raw: AbstractConnection
+) -> None:
+    """A killed process cannot delete its queue: exclusivity makes RabbitMQ do it."""
+    async with _cuttable(AMQP_URL) as (url, cut):
+        doomed_broker = AmqpBroker(url, namespace=broker.namespace)
+        await doomed_broker.connect()
+        listener = await doomed_broker.listen("feed")
+        assert listener.queue_name is not None
+        cut()
+        with pytest.raises(BrokerError):
+            async with asyncio.timeout(TIMEOUT):
+                await anext(aiter(listener))
+        async with asyncio.timeout(TIMEOUT):  # RabbitMQ notices the dead connection in its time
+            while await _queue_exists(raw, listener.queue_name):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            await doomed_broker.close()
 
 
 async def test_errors_are_broker_errors_without_the_password() -> None:

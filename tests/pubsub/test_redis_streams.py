@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
 from tests.helpers import unavailable
-from wirelab.pubsub import Delivery, Message, Subscription
+from wirelab.pubsub import BrokerError, Delivery, Message, Subscription
 from wirelab.pubsub.redis_streams import RedisBroker
 
 REDIS_URL = os.environ.get("WIRELAB_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -222,6 +222,43 @@ async def test_closing_ends_a_waiting_reader_promptly(open_broker: OpenBroker, c
     with pytest.raises(StopAsyncIteration):
         async with asyncio.timeout(VISIBILITY):
             await reader
+
+
+async def _subscribers(raw: Redis, channel: str, count: int) -> None:
+    """Wait until `channel` has `count` subscribers: Redis drops a closed one on its next loop."""
+    async with asyncio.timeout(TIMEOUT):
+        while (await raw.pubsub_numsub(channel))[0][1] != count:  # noqa: ASYNC110  (nothing to await)
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("closing", ["listener", "broker"])
+async def test_a_listener_owns_a_subscribed_connection_until_closed(
+    broker: RedisBroker, raw: Redis, namespace: str, closing: str
+) -> None:
+    """Any Redis client can wake the instances: PUBLISH to {ns}:broadcast:{channel}."""
+    channel = f"{namespace}:broadcast:feed"
+    listener = await broker.listen("feed")
+    assert (await raw.pubsub_numsub(channel))[0][1] == 1
+    await raw.publish(channel, b"jobs/7")
+    async with asyncio.timeout(TIMEOUT):
+        assert await anext(aiter(listener)) == b"jobs/7"
+    await (listener.close() if closing == "listener" else broker.close())
+    await _subscribers(raw, channel, 0)
+
+
+async def test_a_listener_whose_connection_is_killed_ends_in_broker_error(
+    broker: RedisBroker, raw: Redis, namespace: str
+) -> None:
+    """Broadcasts were missed meanwhile, so its owner must hear of it, as on RabbitMQ."""
+    before = {client["id"] for client in await raw.client_list(_type="pubsub")}
+    listener = await broker.listen("feed")
+    (mine,) = [c["id"] for c in await raw.client_list(_type="pubsub") if c["id"] not in before]
+    await raw.client_kill_filter(_id=mine)
+    with pytest.raises(BrokerError, match="lost its connection"):
+        async with asyncio.timeout(TIMEOUT):
+            await anext(aiter(listener))
+    await _subscribers(raw, f"{namespace}:broadcast:feed", 0)
+    await listener.close()
 
 
 def test_the_visibility_timeout_comes_from_the_url_and_never_reaches_redis() -> None:

@@ -1,6 +1,6 @@
 """Publish/subscribe: one broker contract, an embedded broker, RabbitMQ and Redis Streams adapters."""
 
-from wirelab.pubsub.broker import Broker, BrokerError, DeadLetter, Delivery, Message, Subscription
+from wirelab.pubsub.broker import Broker, BrokerError, DeadLetter, Delivery, Listener, Message, Subscription
 from wirelab.pubsub.factory import open_broker
 from wirelab.pubsub.memory import MemoryBroker
 
@@ -9,6 +9,7 @@ __all__ = [
     "BrokerError",
     "DeadLetter",
     "Delivery",
+    "Listener",
     "MemoryBroker",
     "Message",
     "Subscription",

@@ -8,6 +8,8 @@ Theory of operation. Everything a broker makes lives under its namespace `ns`:
     queue    ns.SERVICE.dead   durable, bound to ns.dlx by SERVICE
     queue    ns:services       durable, one message per service declared, because AMQP cannot
                                list queues and destroy() in another process must find them
+    exchange ns.broadcast      direct, durable; broadcast(channel) routes by the channel's name
+    queue    (server-named)    one per listener: exclusive, auto-delete, bound by its channel
 
 Messages are persistent and a publish returns only after its publisher confirm, so a returned id
 means every bound queue holds the message on disk. Each subscription owns a channel with
@@ -30,8 +32,16 @@ counting rules differ between RabbitMQ 3 and 4); messages a consumer had prefetc
 handed out count as delivered. The connection is plain, not robust: a lost connection, like a
 consumer RabbitMQ cancels (its queue deleted), ends the subscription with BrokerError, and
 reconnecting is the caller's policy, so nothing silently re-consumes behind a subscription whose
-deliveries can no longer be acknowledged. Only the shared publishing channel is reopened on
-demand, since a channel error (a publish to a deleted exchange) would otherwise outlive its cause.
+deliveries can no longer be acknowledged; a listener ends the same way. Only the shared
+publishing channels are reopened on demand, since a channel error (a publish to a deleted
+exchange) would otherwise outlive its cause.
+
+Broadcasts are hints, not messages, and skip the durability above: transient, published without
+confirms on a channel of their own, consumed with no-ack. A lost one costs a late read of the
+store, while a confirm would cost a round trip on every feed write. A listener consumes its own
+queue on its own channel; the queue is exclusive, so a process that dies takes its queues with
+it, and close() deletes it at once. Without confirms, a broadcast RabbitMQ refuses (its exchange
+deleted) is lost without an error, like any broadcast nobody hears.
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
     AbstractIncomingMessage,
+    AbstractQueue,
     HeadersType,
 )
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, ChannelNotFoundEntity
@@ -55,8 +66,17 @@ from pamqp.common import FieldTable
 from pamqp.exceptions import PAMQPException
 
 from wirelab.pubsub.broker import BrokerError, DeadLetter, Message
+from wirelab.pubsub.listener import QueueListener
 
-__all__ = ["ATTEMPTS", "REASON", "TOPIC", "AmqpBroker", "AmqpDelivery", "AmqpSubscription"]
+__all__ = [
+    "ATTEMPTS",
+    "REASON",
+    "TOPIC",
+    "AmqpBroker",
+    "AmqpDelivery",
+    "AmqpListener",
+    "AmqpSubscription",
+]
 
 ATTEMPTS = "x-wirelab-attempts"
 REASON = "x-wirelab-reason"
@@ -221,15 +241,57 @@ class AmqpSubscription:
         self._inbox.put_nowait(None)
 
 
+class AmqpListener(QueueListener):
+    """A server-named queue bound to one channel name, consumed with no-ack on its own channel."""
+
+    def __init__(self, broker: AmqpBroker, channel: AbstractChannel) -> None:
+        super().__init__()
+        self._broker = broker
+        self._channel = channel
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        channel.close_callbacks.add(self._on_stopped)
+
+    @property
+    def queue_name(self) -> str | None:
+        return self._queue.name if self._queue else None
+
+    async def start(self, exchange: str, name: str) -> None:
+        with _translated(f"listening to {name!r}"):
+            self._queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
+            await self._queue.bind(exchange, routing_key=name)
+            underlay = await self._channel.get_underlay_channel()
+            underlay.on_consumer_cancel_callbacks.add(self._on_stopped)  # e.g. its queue deleted
+            self._consumer_tag = await self._queue.consume(self._on_message, no_ack=True)
+
+    async def _on_message(self, incoming: AbstractIncomingMessage) -> None:
+        self.put(incoming.body)
+
+    def _on_stopped(self, *_: object) -> None:
+        self.end(BrokerError("amqp: RabbitMQ stopped a broadcast listener or its channel"))
+
+    async def _release(self) -> None:
+        """Cancel, then delete the queue rather than leave it to auto-delete, which RabbitMQ does
+        after answering the cancel: so the queue is gone when close() returns."""
+        self._broker.forget(self)
+        if not self._channel.is_closed:
+            with _translated("closing a broadcast listener"):
+                if self._queue is not None:
+                    if self._consumer_tag is not None:
+                        await self._queue.cancel(self._consumer_tag)
+                    await self._queue.delete(if_unused=False, if_empty=False)
+                await self._channel.close()
+
+
 class AmqpBroker:
     def __init__(self, url: str, *, namespace: str = "wirelab") -> None:
         self._url = url
         self._ns = namespace
         self._connection: AbstractConnection | None = None
-        self._publishing: AbstractChannel | None = None
+        self._publishing: dict[bool, AbstractChannel] = {}  # by whether it confirms
         self._publishing_lock = asyncio.Lock()
         self._services: set[str] = set()
-        self._subscriptions: set[AmqpSubscription] = set()
+        self._consumers: set[AmqpSubscription | AmqpListener] = set()  # closed with the broker
 
     @property
     def namespace(self) -> str:
@@ -242,11 +304,12 @@ class AmqpBroker:
         async with self._channel(f"declaring the exchanges of {self._ns!r}") as channel:
             await channel.declare_exchange(self._ns, aio_pika.ExchangeType.TOPIC, durable=True)
             await channel.declare_exchange(self._dlx, aio_pika.ExchangeType.DIRECT, durable=True)
+            await channel.declare_exchange(self._broadcasts, aio_pika.ExchangeType.DIRECT, durable=True)
 
     async def close(self) -> None:
-        for subscription in list(self._subscriptions):
+        for consumer in list(self._consumers):
             with contextlib.suppress(BrokerError):  # a dead connection has nothing left to close
-                await subscription.close()
+                await consumer.close()
         if self._connection is not None and not self._connection.is_closed:
             await self._connection.close()
 
@@ -285,7 +348,7 @@ class AmqpBroker:
         with _translated(f"opening a channel for {service!r}"):
             channel = await self._open().channel()
         subscription = AmqpSubscription(self, service, channel, max_attempts)
-        self._subscriptions.add(subscription)
+        self._consumers.add(subscription)
         try:
             await subscription.start(self._queue(service), prefetch)
         except BrokerError:
@@ -318,9 +381,25 @@ class AmqpBroker:
                 count += 1
         return count
 
+    async def broadcast(self, channel: str, body: bytes) -> None:
+        message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT)
+        await self._send(self._broadcasts, channel, message, mandatory=False, confirmed=False)
+
+    async def listen(self, channel: str) -> AmqpListener:
+        with _translated(f"opening a channel to listen to {channel!r}"):
+            amqp_channel = await self._open().channel()
+        listener = AmqpListener(self, amqp_channel)
+        self._consumers.add(listener)
+        try:
+            await listener.start(self._broadcasts, channel)
+        except BrokerError:
+            await listener.close()
+            raise
+        return listener
+
     async def destroy(self) -> None:
-        for subscription in list(self._subscriptions):
-            await subscription.close()
+        for consumer in list(self._consumers):
+            await consumer.close()
         async with self._channel(f"destroying namespace {self._ns!r}") as channel:
             services = set(self._services)
             catalog = await channel.declare_queue(self._catalog, durable=True)
@@ -332,12 +411,13 @@ class AmqpBroker:
             await channel.queue_delete(self._catalog)
             await channel.exchange_delete(self._ns)
             await channel.exchange_delete(self._dlx)
+            await channel.exchange_delete(self._broadcasts)
         self._services.clear()
 
-    # Used by subscriptions and deliveries.
+    # Used by subscriptions, listeners and deliveries.
 
-    def forget(self, subscription: AmqpSubscription) -> None:
-        self._subscriptions.discard(subscription)
+    def forget(self, consumer: AmqpSubscription | AmqpListener) -> None:
+        self._consumers.discard(consumer)
 
     async def requeue(self, service: str, message: aio_pika.Message) -> None:
         await self._send("", self._queue(service), message, mandatory=True)
@@ -352,6 +432,10 @@ class AmqpBroker:
         return f"{self._ns}.dlx"
 
     @property
+    def _broadcasts(self) -> str:
+        return f"{self._ns}.broadcast"
+
+    @property
     def _catalog(self) -> str:
         return f"{self._ns}:services"
 
@@ -364,26 +448,34 @@ class AmqpBroker:
         return self._connection
 
     async def _send(
-        self, exchange: str, routing_key: str, message: aio_pika.Message, *, mandatory: bool
+        self,
+        exchange: str,
+        routing_key: str,
+        message: aio_pika.Message,
+        *,
+        mandatory: bool,
+        confirmed: bool = True,
     ) -> None:
-        """Publish to `exchange` ("" is the default one) and wait for the confirm; a nack, a return
-        (unroutable while `mandatory`) or a lost connection raises BrokerError."""
+        """Publish to `exchange` ("" is the default one) and, if `confirmed`, wait for the confirm;
+        a nack, a return (unroutable while `mandatory`) or a lost connection raises BrokerError."""
         with _translated(f"publishing to {exchange!r} with routing key {routing_key!r}"):
-            channel = await self._publisher()
+            channel = await self._publisher(confirmed)
             target = (
                 await channel.get_exchange(exchange, ensure=False) if exchange else channel.default_exchange
             )
             await target.publish(message, routing_key, mandatory=mandatory)
 
-    async def _publisher(self) -> AbstractChannel:
-        """The confirmed channel every publish shares, reopened if RabbitMQ closed it on an error
-        (a publish to an exchange someone deleted), so that one such error is not forever."""
+    async def _publisher(self, confirmed: bool) -> AbstractChannel:
+        """The channel every publish (`confirmed`) or every broadcast shares, reopened if RabbitMQ
+        closed it on an error (a publish to an exchange someone deleted), so that one such error
+        is not forever."""
         async with self._publishing_lock:
-            if self._publishing is None or self._publishing.is_closed:
-                self._publishing = await self._open().channel(
-                    publisher_confirms=True, on_return_raises=True
+            channel = self._publishing.get(confirmed)
+            if channel is None or channel.is_closed:
+                channel = self._publishing[confirmed] = await self._open().channel(
+                    publisher_confirms=confirmed, on_return_raises=confirmed
                 )
-            return self._publishing
+            return channel
 
     @contextlib.asynccontextmanager
     async def _channel(self, doing: str) -> AsyncIterator[AbstractChannel]:

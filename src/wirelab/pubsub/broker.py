@@ -9,9 +9,22 @@
     Delivery.nack(reason)         failed: redelivered with attempts + 1, or dead-lettered with the
                                   reason once `max_attempts` is reached (or at once: retry=False)
     consumer gone without acking  every unacknowledged message is redelivered (at-least-once)
+    broadcast(channel, body)      a wake-up to every listener of `channel` connected now, in every
+                                  process sharing the namespace: at most once, stored nowhere
+    listen(channel)               a Listener that hears every broadcast made after it returns:
+                                  `async for body in listener`, until `await listener.close()`
+    listener lost                 its iteration raises BrokerError (a dropped connection): what
+                                  was broadcast meanwhile is gone, so read the store, listen again
 
-Topics are exact names such as `image.uploaded` (no wildcards, so every engine can route them the
-same way). Bodies are bytes; what they mean is the publisher's business (see proto/pipeline).
+Topics and channels are exact names such as `image.uploaded` (no wildcards, so every engine can
+route them the same way). Bodies are bytes; what they mean is the publisher's business (see
+proto/pipeline).
+
+Messages are facts and broadcasts are hints. When an API instance writes a feed version, the store
+holds it; a broadcast only tells the other instances to look now rather than at their next poll.
+So a broadcast is never stored: a listener that comes later, or was disconnected meanwhile, misses
+it and reads the store instead; a listener more than 10,000 behind loses the oldest (see
+listener.py); and broadcasts skip everything that makes messages durable, for speed.
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ __all__ = [
     "BrokerError",
     "DeadLetter",
     "Delivery",
+    "Listener",
     "Message",
     "Subscription",
 ]
@@ -74,6 +88,15 @@ class Subscription(Protocol):
         """Stop consuming; unacknowledged deliveries go back to the queue."""
 
 
+class Listener(Protocol):
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """Each broadcast body in order; BrokerError if the engine lost the listener."""
+
+    async def close(self) -> None:
+        """Stop listening: the iteration ends, and the engine frees the listener's queue or
+        connection."""
+
+
 class Broker(Protocol):
     async def connect(self) -> None: ...
 
@@ -95,6 +118,13 @@ class Broker(Protocol):
 
     async def replay(self, service: str) -> int:
         """Move every dead letter of `service` back to its queue with fresh attempts; how many."""
+
+    async def broadcast(self, channel: str, body: bytes) -> None:
+        """Hand `body` to every listener of `channel` connected now, at most once; store nothing."""
+
+    async def listen(self, channel: str) -> Listener:
+        """A listener of `channel`, connected when this returns, so that no later broadcast
+        is missed between subscribing and reading the store."""
 
     async def destroy(self) -> None:
         """Delete every exchange, queue and stream of this broker's namespace (tests, benches)."""

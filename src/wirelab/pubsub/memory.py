@@ -6,6 +6,10 @@ takes from it while it holds fewer than `prefetch` unacknowledged messages, and 
 future otherwise; publishing or acknowledging wakes one sleeping consumer that can take more. Closing
 a subscription, including when its task is cancelled, puts its unacknowledged messages back at the
 front with one more attempt, which is what "a consumer died" means in-process.
+
+A broadcast puts its body straight into the backlog of each listener of its channel (see
+listener.py), so a listener registered when `listen()` returns hears every later one; one process
+is the whole namespace here.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 
 from wirelab.pubsub.broker import BrokerError, DeadLetter, Message
+from wirelab.pubsub.listener import QueueListener
 
-__all__ = ["MemoryBroker"]
+__all__ = ["MemoryBroker", "MemoryListener"]
 
 
 class _Queue:
@@ -128,9 +133,26 @@ class MemorySubscription:
             self._wakeup.set_result(None)
 
 
+class MemoryListener(QueueListener):
+    """Registered under its channel until closed."""
+
+    def __init__(self, listeners: dict[str, set[MemoryListener]], channel: str) -> None:
+        super().__init__()
+        self._listeners = listeners
+        self._channel = channel
+        listeners.setdefault(channel, set()).add(self)
+
+    async def _release(self) -> None:
+        others = self._listeners.get(self._channel, set())
+        others.discard(self)
+        if not others:  # channels come and go (one per job, say): keep no empty entries
+            self._listeners.pop(self._channel, None)
+
+
 class MemoryBroker:
     def __init__(self) -> None:
         self._queues: dict[str, _Queue] = {}
+        self._listeners: dict[str, set[MemoryListener]] = {}
         self._bindings: dict[str, list[_Queue]] = defaultdict(list)
         self._prefix = secrets.token_hex(4)
         self._ids = itertools.count(1)
@@ -142,6 +164,8 @@ class MemoryBroker:
         for queue in self._queues.values():
             for consumer in list(queue.consumers):
                 await consumer.close()
+        for listener in [each for same in self._listeners.values() for each in same]:
+            await listener.close()
 
     async def publish(self, topic: str, body: bytes, *, headers: Mapping[str, str] | None = None) -> str:
         message = Message(topic, body, f"{self._prefix}-{next(self._ids)}", 1, dict(headers or {}))
@@ -175,6 +199,13 @@ class MemoryBroker:
         for letter in dead:
             queue.put(dataclasses.replace(letter.message, attempts=1))
         return len(dead)
+
+    async def broadcast(self, channel: str, body: bytes) -> None:
+        for listener in self._listeners.get(channel, ()):
+            listener.put(body)
+
+    async def listen(self, channel: str) -> MemoryListener:
+        return MemoryListener(self._listeners, channel)
 
     async def destroy(self) -> None:
         await self.close()

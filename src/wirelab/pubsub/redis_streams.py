@@ -41,6 +41,15 @@ ack does not stop it.
 
 Acknowledged entries stay in the topic streams (Redis 7.0 cannot trim "acknowledged by every
 group"), until `destroy()` deletes every key of the namespace.
+
+Broadcasts are plain pub/sub, which stores nothing, as a hint should not: `broadcast` PUBLISHes
+to the channel `{ns}:broadcast:{channel}` (a channel, not a key: `destroy()` has nothing to
+delete), and each listener SUBSCRIBEs on a connection of its own. `listen()` returns once Redis
+confirmed the SUBSCRIBE, so every later broadcast reaches it. A task per listener drains that
+connection into the listener's backlog, so a slow reader loses old hints (see listener.py) instead
+of being disconnected by Redis's pub/sub output-buffer limit. A lost connection ends the listener
+with BrokerError, as on RabbitMQ: the broadcasts made meanwhile are gone, so its owner should know
+to read the store and listen again.
 """
 
 from __future__ import annotations
@@ -59,13 +68,15 @@ from typing import cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
 from wirelab.errors import ConfigError
 from wirelab.pubsub.broker import BrokerError, DeadLetter, Message
+from wirelab.pubsub.listener import QueueListener
 
-__all__ = ["RedisBroker", "RedisDelivery", "RedisSubscription"]
+__all__ = ["RedisBroker", "RedisDelivery", "RedisListener", "RedisSubscription"]
 
 Fields = dict[bytes, bytes]
 Entry = tuple[str, bytes, Fields]  # stream key, entry id, fields
@@ -423,6 +434,44 @@ class RedisSubscription:
         await self._redis.forget(list(self._streams), self._service, self._consumer)
 
 
+class RedisListener(QueueListener):
+    """Owns a pub/sub connection, subscribed to one channel, and the task that reads it."""
+
+    def __init__(self, pubsub: PubSub, on_close: Callable[[RedisListener], None]) -> None:
+        super().__init__()
+        self._pubsub = pubsub
+        self._on_close = on_close
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self, name: str) -> None:
+        """Subscribe and read Redis's confirmation: from then on, every PUBLISH reaches us."""
+        with _translated():
+            await self._pubsub.subscribe(name)
+            await self._pubsub.get_message(timeout=None)
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                message = await self._pubsub.get_message(timeout=None)
+                if message is not None and message["type"] == "message":
+                    self.put(message["data"])
+        except RedisError as exc:
+            self.end(BrokerError(f"redis: a broadcast listener lost its connection: {exc}"))
+            await self._aclose()  # redis-py may have reconnected it already: hold nothing
+
+    async def _aclose(self) -> None:
+        """Disconnect: Redis forgets the subscription with the connection."""
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+
+    async def _release(self) -> None:
+        self._on_close(self)
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.wait([self._reader])  # not `await`: no CancelledError to suppress
+        await self._aclose()
+
+
 def _again(message: Message) -> Message:
     return dataclasses.replace(message, attempts=message.attempts + 1)
 
@@ -457,6 +506,7 @@ class RedisBroker:
         self._visibility_timeout = visibility_timeout
         self._redis: _Redis | None = None
         self._subscriptions: set[RedisSubscription] = set()
+        self._listeners: set[RedisListener] = set()
 
     @property
     def _connected(self) -> _Redis:
@@ -478,9 +528,11 @@ class RedisBroker:
         self._redis = _Redis(client, self._namespace, self._visibility_timeout)
 
     async def close(self) -> None:
-        """Close every subscription (handing back what it holds), then the client."""
+        """Close every subscription (handing back what it holds) and listener, then the client."""
         for subscription in list(self._subscriptions):
             await subscription.close()
+        for listener in list(self._listeners):
+            await listener.close()
         if self._redis is not None:
             await self._redis.client.aclose()
             self._redis = None
@@ -529,7 +581,25 @@ class RedisBroker:
             moved += await redis.move(dead, entry_id, retry, _encode(message), ("", ""))
         return moved
 
+    async def broadcast(self, channel: str, body: bytes) -> None:
+        redis = self._connected
+        with _translated():
+            await redis.client.publish(redis.key("broadcast", channel), body)
+
+    async def listen(self, channel: str) -> RedisListener:
+        redis = self._connected
+        listener = RedisListener(redis.client.pubsub(), self._listeners.discard)
+        self._listeners.add(listener)
+        try:
+            await listener.start(redis.key("broadcast", channel))
+        except BrokerError:
+            await listener.close()
+            raise
+        return listener
+
     async def destroy(self) -> None:
         for subscription in list(self._subscriptions):
             await subscription.close()
+        for listener in list(self._listeners):
+            await listener.close()
         await self._connected.destroy()
