@@ -86,3 +86,14 @@ async def test_on_commit_hears_every_committed_entry() -> None:
     await feed.publish("a", "e", _data)
     await feed.publish("b", "e", _data)
     assert heard == [("a", 1), ("b", 1)]
+
+
+async def test_refresh_all_catches_up_every_topic_read_here() -> None:
+    store = MemoryEventStore()
+    writer, reader = Feed(store), Feed(store)
+    for topic in ("a", "b"):
+        await writer.publish(topic, "e", _data)
+        await reader.read(topic, 0)
+        await writer.publish(topic, "e", _data)
+    await reader.refresh_all()
+    assert [(await reader.read(t, 0))[-1].version for t in ("a", "b")] == [2, 2]

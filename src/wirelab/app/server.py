@@ -102,14 +102,30 @@ class WirelabApp:
                 log.warning("could not tell the other instances about %s: %s", entry.topic, exc)
 
     async def _hear_others(self, listener: Listener) -> None:
-        """Take in what other instances committed (the store has it; this is only the wake-up)."""
-        try:
-            async for body in listener:
-                wake = json.loads(body)
-                if wake.get("instance") != self._instance:
-                    await self.feed.refresh(str(wake.get("topic")))
-        finally:
-            await listener.close()
+        """Take in what other instances committed (the store has it; this is only the wake-up).
+
+        A lost broker connection ends the listener: listen again, and since wake-ups may have been
+        missed meanwhile, refresh every topic read here from the store."""
+        while True:
+            try:
+                async for body in listener:
+                    wake = json.loads(body)
+                    if wake.get("instance") != self._instance:
+                        await self.feed.refresh(str(wake.get("topic")))
+                return
+            except BrokerError as exc:
+                log.warning("lost the other instances' wake-ups (%s); listening again", exc)
+            finally:
+                await listener.close()
+            listener = await self._listen_again()
+            await self.feed.refresh_all()
+
+    async def _listen_again(self) -> Listener:
+        while True:
+            try:
+                return await self.broker.listen(WAKE_CHANNEL)
+            except BrokerError:
+                await asyncio.sleep(1.0)
 
     def begin_shutdown(self) -> None:
         self.feed.close()

@@ -165,6 +165,11 @@ class Feed:
         self._announce(t)
         self._evict_if_done(t)
 
+    async def refresh_all(self) -> None:
+        """Wake-ups may have been missed (a broker connection was lost): refresh every topic."""
+        for topic in list(self._topics):
+            await self.refresh(topic)
+
     async def _commit(
         self, t: _Topic, change: Callable[[Entry | None], Change | None], completes: Completes | None
     ) -> Entry | None:
