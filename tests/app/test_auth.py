@@ -1,4 +1,4 @@
-"""Sessions are stateful (one instance knows them), tokens stateless (any instance with the key checks them).
+"""Sessions are stateful (one instance knows them); tokens stateless (any instance with the key checks).
 
 The token and session cores are tested alone with the time passed in; then two real `wirelab up`
 processes sharing WIRELAB_JWT_SECRET show the difference over real connections.
