@@ -85,3 +85,13 @@ def test_submit_watch_and_exit_codes(server: ServerProcess) -> None:
     assert missing.returncode == 1 and "404" in missing.stderr
     unreachable = _run("watch", "x", "--url", f"http://127.0.0.1:{free_port()}")
     assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
+
+
+def test_serve_and_workers_refuse_the_embedded_broker() -> None:
+    from click.testing import CliRunner
+
+    from wirelab.cli import main
+
+    for args in (["serve"], ["worker", "demo"]):
+        result = CliRunner().invoke(main, [*args, "--broker", "memory"])
+        assert result.exit_code == 2 and "shared broker" in result.output

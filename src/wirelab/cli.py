@@ -220,6 +220,7 @@ def serve(**options: Any) -> None:
 
     Example: wirelab serve --port 8001 --store postgresql://localhost/wirelab --broker amqp://localhost/
     """
+    _require_shared(options["broker"])
     _serve_app(options, pipeline=False, dispatch=True)
 
 
@@ -495,9 +496,9 @@ def dlq(action: str, broker: str, services: tuple[str, ...], namespace: str) -> 
 
 
 def _require_shared(broker: str) -> None:
-    """The embedded broker lives inside `wirelab up`; another process cannot reach it."""
+    """The embedded broker lives inside one process; workers and other instances cannot reach it."""
     if broker == "memory":
-        raise click.UsageError("this needs the server's broker: --broker amqp://... or redis://...")
+        raise click.UsageError("this needs a shared broker: --broker amqp://... or redis://...")
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> None:
