@@ -35,7 +35,12 @@ class LazyGroup(click.Group):
 
 @click.group(
     cls=LazyGroup,
-    lazy={"bench": "wirelab.bench.commands:bench", "demo": "wirelab.demo.commands:demo"},
+    lazy={
+        "bench": "wirelab.bench.commands:bench",
+        "demo": "wirelab.demo.commands:demo",
+        "lb": "wirelab.proxy.commands:lb",
+        "proxy": "wirelab.proxy.forward_command:proxy",
+    },
     context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "WIRELAB"},
 )
 @click.version_option(package_name="wirelab")

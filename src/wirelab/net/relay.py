@@ -1,0 +1,101 @@
+"""Relay a TCP connection between two sockets, both directions at once, with half-close and idle timeout.
+
+Theory of operation: each direction is a pump task that moves bytes until its source ends, then shuts
+down writing on its destination. A FIN from the client therefore reaches the backend as a FIN while the
+backend's reply keeps flowing back, as TCP intends (a client that sends a request, shuts down writing
+and reads the whole answer keeps working through the balancer). The relay ends when both pumps have
+ended, when one fails (a reset ends the whole connection: the other direction has no one left to talk
+to) or when neither direction has moved a byte for `idle_timeout` seconds. Two data paths: `splice`
+(zero-copy, Linux; see `wirelab.net.splice`) and `copy` (recv into a buffer, send it), kept side by
+side so the benches can compare them. The sockets stay open: closing them is the caller's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from wirelab.net.splice import SPLICE_AVAILABLE, splice_pump
+
+__all__ = ["SPLICE_AVAILABLE", "Outcome", "RelayResult", "copy_pump", "relay"]
+
+_COPY_BUFFER = 256 << 10
+
+
+class Outcome(enum.Enum):
+    DONE = "done"  # both sides finished sending
+    IDLE = "idle"  # idle timeout
+    RESET = "reset"  # a socket error on one side
+
+
+@dataclass(frozen=True, slots=True)
+class RelayResult:
+    """Bytes moved from `a` to `b` (`forward`) and back (`backward`), and how the relay ended."""
+
+    forward: int
+    backward: int
+    outcome: Outcome
+
+
+class _Flow:
+    def __init__(self, now: float) -> None:
+        self.counts = [0, 0]
+        self.last = now
+
+    def noter(self, index: int) -> Callable[[int], None]:
+        loop = asyncio.get_running_loop()
+
+        def note(count: int) -> None:
+            self.counts[index] += count
+            self.last = loop.time()
+
+        return note
+
+
+async def copy_pump(src: socket.socket, dst: socket.socket, note: Callable[[int], None]) -> None:
+    """The copying data path: the same contract as `splice_pump`, through a buffer in user space."""
+    loop = asyncio.get_running_loop()
+    buffer = bytearray(_COPY_BUFFER)
+    view = memoryview(buffer)
+    while count := await loop.sock_recv_into(src, buffer):
+        await loop.sock_sendall(dst, view[:count])
+        note(count)
+    with contextlib.suppress(OSError):  # the peer may be gone already; the other direction decides
+        dst.shutdown(socket.SHUT_WR)
+
+
+async def relay(
+    a: socket.socket, b: socket.socket, *, splice: bool = True, idle_timeout: float | None = None
+) -> RelayResult:
+    """Move bytes between `a` and `b` until both directions end; off Linux `splice` means copy."""
+    loop = asyncio.get_running_loop()
+    pump = splice_pump if splice and SPLICE_AVAILABLE else copy_pump
+    flow = _Flow(loop.time())
+    pending = {
+        asyncio.create_task(pump(a, b, flow.noter(0))),
+        asyncio.create_task(pump(b, a, flow.noter(1))),
+    }
+    outcome = Outcome.DONE
+    try:
+        while pending and outcome is Outcome.DONE:
+            timeout = None if idle_timeout is None else flow.last + idle_timeout - loop.time()
+            if timeout is not None and timeout <= 0:
+                outcome = Outcome.IDLE
+                break
+            done, pending = await asyncio.wait(
+                pending, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION
+            )
+            for task in done:
+                if isinstance(error := task.exception(), OSError):
+                    outcome = Outcome.RESET
+                elif error is not None:
+                    raise error
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    return RelayResult(flow.counts[0], flow.counts[1], outcome)

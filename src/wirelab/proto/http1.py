@@ -1,0 +1,387 @@
+"""HTTP/1.1 request parsing for proxies (RFC 9112): the head, the body's framing, and nothing it can doubt.
+
+Theory of operation: `RequestParser` is fed bytes split anywhere and returns events, `Request` then
+`Data`... then `EndOfMessage`, for each request on a keep-alive connection. It consumes one line at a
+time (the request line, each field line, each chunk-size line) and looks for a line's end only within
+its limit, so an oversized head is refused as soon as it passes the limit, before its line ends, and
+memory stays bounded whatever the client sends. Body bytes are handed out as they arrive, never held.
+
+A proxy is where request smuggling happens: two parsers that disagree on where a request ends let an
+attacker hide a second request inside the first one's body. So this parser accepts only the one
+unambiguous reading of RFC 9112 and refuses the rest with `HTTPRequestError`, which carries the status
+to answer (400, 414, 431, 501, 505); the connection must then be closed, because nobody can know
+where the next request would start. Refused: Content-Length together with Transfer-Encoding (§6.3),
+more than one Content-Length, anything but digits in one, a Transfer-Encoding whose last coding is
+not chunked, obsolete line folding (§5.2), bare CR or LF line ends (§2.2), whitespace before a
+field's colon (§5.1), chunk sizes that are not plain hex, and a missing or repeated Host (§3.2).
+
+After a CONNECT request the bytes are no longer HTTP: the parser stops in the tunnel state and hands
+over what it had buffered through `trailing_data`.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from wirelab.errors import ProtocolError
+
+__all__ = [
+    "Data",
+    "EndOfMessage",
+    "Event",
+    "HTTPRequestError",
+    "Headers",
+    "Limits",
+    "Request",
+    "RequestParser",
+]
+
+Headers = tuple[tuple[bytes, bytes], ...]
+"""Field lines in arrival order; names lowercased (they are case-insensitive), values as sent."""
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
+_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(;[\t\x20-\x7e\x80-\xff]*)?")
+
+
+class HTTPRequestError(ProtocolError):
+    """A request we refuse: answer `status`, then close the connection (its framing is now unknown)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status} {detail}")
+        self.status = status
+        self.detail = detail
+
+    @property
+    def title(self) -> str:
+        return HTTPStatus(self.status).phrase
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: bytes
+    target: bytes
+    version: bytes
+    """b"1.0" or b"1.1"; a later HTTP/1 minor version is read as 1.1, as RFC 9112 §2.3 asks."""
+    headers: Headers
+
+    def values(self, name: bytes) -> list[bytes]:
+        """Every value of the field `name` (lowercase), in order."""
+        return [value for key, value in self.headers if key == name]
+
+    def tokens(self, name: bytes) -> list[bytes]:
+        """The comma-separated list elements of every `name` field, lowercased (RFC 9110 §5.6.1)."""
+        return [item.strip(b" \t").lower() for value in self.values(name) for item in value.split(b",")]
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfMessage:
+    trailers: Headers = ()
+
+
+Event = Request | Data | EndOfMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Sizes past which a request is refused: the defence against heads that never end."""
+
+    max_request_line: int = 8192
+    max_header_bytes: int = 65536
+    max_headers: int = 100
+    max_chunk_line: int = 4096
+
+
+class _State(enum.Enum):
+    REQUEST_LINE = enum.auto()
+    HEADERS = enum.auto()
+    LENGTH = enum.auto()
+    CHUNK_SIZE = enum.auto()
+    CHUNK_DATA = enum.auto()
+    CHUNK_END = enum.auto()
+    TRAILERS = enum.auto()
+    TUNNEL = enum.auto()
+    CLOSED = enum.auto()
+
+
+class RequestParser:
+    """Incremental, strict parser of the requests arriving on one client connection."""
+
+    def __init__(self, *, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self._buffer = bytearray()
+        self._state = _State.REQUEST_LINE
+        self._error: HTTPRequestError | None = None
+        self._start: tuple[bytes, bytes, bytes] = (b"", b"", b"")
+        self._fields: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._remaining = 0
+        self.keep_alive = True
+        """Whether another request may follow the current one (RFC 9112 §9.3); false once refused."""
+        # Each step consumes what it can: None means it needs more bytes, a list is what it produced.
+        self._steps: dict[_State, Callable[[], list[Event] | None]] = {
+            _State.REQUEST_LINE: self._request_line,
+            _State.HEADERS: self._header_line,
+            _State.LENGTH: self._length_data,
+            _State.CHUNK_SIZE: self._chunk_size,
+            _State.CHUNK_DATA: self._chunk_data,
+            _State.CHUNK_END: self._chunk_end,
+            _State.TRAILERS: self._trailer_line,
+        }
+
+    @property
+    def tunnel(self) -> bool:
+        """True after a CONNECT request's head (no EndOfMessage follows): the rest is tunnel bytes."""
+        return self._state is _State.TUNNEL
+
+    @property
+    def trailing_data(self) -> bytes:
+        """Bytes received after a CONNECT request's head; they belong to the tunnel."""
+        return bytes(self._buffer) if self._state is _State.TUNNEL else b""
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes; b"" means the client closed its side. Returns the events they completed."""
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._events(data)
+        except HTTPRequestError as error:
+            self._fail(error)
+            raise
+
+    def _events(self, data: bytes) -> list[Event]:
+        if not data:
+            self._end_of_input()
+            return []
+        if self._state is _State.CLOSED:
+            return []
+        self._buffer += data
+        events: list[Event] = []
+        while (step := self._steps.get(self._state)) and (produced := step()) is not None:
+            events += produced
+        return events
+
+    def _end_of_input(self) -> None:
+        if self._state in (_State.TUNNEL, _State.CLOSED):
+            return
+        if self._state is _State.REQUEST_LINE and not self._buffer.strip(b"\r\n"):
+            self._state = _State.CLOSED
+            return
+        raise HTTPRequestError(400, "the connection closed in the middle of a request")
+
+    def _fail(self, error: HTTPRequestError) -> None:
+        self._error = error
+        self._state = _State.CLOSED
+        self.keep_alive = False
+        self._buffer.clear()
+
+    def _line(self, limit: int, too_long: Callable[[], HTTPRequestError]) -> bytes | None:
+        """The next CRLF-terminated line without its CRLF, or None until it is complete."""
+        end = self._buffer.find(b"\n", 0, limit + 2)
+        if end < 0:
+            if len(self._buffer) >= limit + 2:
+                raise too_long()
+            return None
+        if end == 0 or self._buffer[end - 1] != 0x0D:
+            raise HTTPRequestError(400, "a line ends with a bare LF; HTTP/1.1 lines end with CRLF")
+        line = bytes(self._buffer[: end - 1])
+        del self._buffer[: end + 1]
+        if b"\r" in line:
+            raise HTTPRequestError(400, "a bare CR inside a line")
+        return line
+
+    def _request_line(self) -> list[Event] | None:
+        while self._buffer.startswith(b"\r\n"):  # RFC 9112 §2.2: ignore empty lines before a request
+            del self._buffer[:2]
+        line = self._line(self.limits.max_request_line, self._request_line_too_long)
+        if line is None:
+            return None
+        self._start = _parse_request_line(line)
+        self._fields, self._head_bytes = [], 0
+        self._state = _State.HEADERS
+        return []
+
+    def _request_line_too_long(self) -> HTTPRequestError:
+        method, space, _ = bytes(self._buffer[:64]).partition(b" ")
+        if space and _TOKEN.fullmatch(method):
+            return HTTPRequestError(414, f"the request line is over {self.limits.max_request_line} bytes")
+        return HTTPRequestError(400, "this does not start like an HTTP request")
+
+    def _field_line(self) -> tuple[bytes, bytes] | bytes | None:
+        """A parsed field line, b"" for the empty line ending the section, None until complete."""
+        budget = self.limits.max_header_bytes - self._head_bytes
+        line = self._line(max(budget, 0), self._fields_too_large)
+        if not line:
+            return line
+        self._head_bytes += len(line) + 2
+        if len(self._fields) >= self.limits.max_headers:
+            raise HTTPRequestError(431, f"more than {self.limits.max_headers} header fields")
+        return _parse_field_line(line)
+
+    def _fields_too_large(self) -> HTTPRequestError:
+        return HTTPRequestError(431, f"the header fields are over {self.limits.max_header_bytes} bytes")
+
+    def _header_line(self) -> list[Event] | None:
+        field = self._field_line()
+        if isinstance(field, tuple):
+            self._fields.append(field)
+            return []
+        if field is None:
+            return None
+        request = Request(*self._start, tuple(self._fields))
+        self._frame(request)
+        return [request]
+
+    def _frame(self, request: Request) -> None:
+        """Choose how the body ends (RFC 9112 §6.3) and whether the connection persists (§9.3)."""
+        _check_host(request)
+        connection = request.tokens(b"connection")
+        if request.version == b"1.0":
+            self.keep_alive = b"keep-alive" in connection
+        else:
+            self.keep_alive = b"close" not in connection
+        if request.method == b"CONNECT":
+            self._state = _State.TUNNEL
+            return
+        chunked, self._remaining = _body_framing(request)
+        self._state = _State.CHUNK_SIZE if chunked else _State.LENGTH
+
+    def _length_data(self) -> list[Event] | None:
+        if not self._remaining:
+            return [self._end_message(())]
+        return [self._take_data()] if self._buffer else None
+
+    def _take_data(self) -> Data:
+        data = bytes(self._buffer[: self._remaining])
+        del self._buffer[: len(data)]
+        self._remaining -= len(data)
+        return Data(data)
+
+    def _chunk_size(self) -> list[Event] | None:
+        line = self._line(self.limits.max_chunk_line, self._chunk_line_too_long)
+        if line is None:
+            return None
+        match = _CHUNK_SIZE.fullmatch(line)
+        if match is None:
+            raise HTTPRequestError(400, f"bad chunk size line {line[:40]!r}")
+        self._remaining = int(match[1], 16)
+        if self._remaining:
+            self._state = _State.CHUNK_DATA
+        else:
+            self._fields, self._head_bytes = [], 0
+            self._state = _State.TRAILERS
+        return []
+
+    def _chunk_line_too_long(self) -> HTTPRequestError:
+        return HTTPRequestError(400, f"a chunk size line is over {self.limits.max_chunk_line} bytes")
+
+    def _chunk_data(self) -> list[Event] | None:
+        if not self._buffer:
+            return None
+        data = self._take_data()
+        if not self._remaining:
+            self._state = _State.CHUNK_END
+        return [data]
+
+    def _chunk_end(self) -> list[Event] | None:
+        if not self._buffer or self._buffer == b"\r":
+            return None
+        if not self._buffer.startswith(b"\r\n"):
+            raise HTTPRequestError(400, "a chunk's data does not end with CRLF where its size says")
+        del self._buffer[:2]
+        self._state = _State.CHUNK_SIZE
+        return []
+
+    def _trailer_line(self) -> list[Event] | None:
+        field = self._field_line()
+        if isinstance(field, tuple):
+            self._fields.append(field)
+            return []
+        if field is None:
+            return None
+        return [self._end_message(tuple(self._fields))]
+
+    def _end_message(self, trailers: Headers) -> EndOfMessage:
+        if self.keep_alive:
+            self._state = _State.REQUEST_LINE
+        else:
+            self._state = _State.CLOSED
+            self._buffer.clear()
+        return EndOfMessage(trailers)
+
+
+def _parse_request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
+    """RFC 9112 §3: method SP request-target SP HTTP-version, single spaces, nothing else."""
+    parts = line.split(b" ")
+    if len(parts) != 3:
+        raise HTTPRequestError(400, "a request line is: method, target, version, separated by one space")
+    method, target, version = parts
+    if not _TOKEN.fullmatch(method):
+        raise HTTPRequestError(400, "the method is not a token")
+    if not _TARGET.fullmatch(target):
+        raise HTTPRequestError(400, "the request target holds a character it may not")
+    match = _VERSION.fullmatch(version)
+    if match is None:
+        raise HTTPRequestError(400, "the version is not HTTP/<digit>.<digit>")
+    if match[1] != b"1":
+        raise HTTPRequestError(505, "only HTTP/1.x is spoken on this connection")
+    return method, target, b"1.0" if match[2] == b"0" else b"1.1"
+
+
+def _parse_field_line(line: bytes) -> tuple[bytes, bytes]:
+    """RFC 9112 §5: name ":" OWS value OWS; no folding (§5.2), no space before the colon (§5.1)."""
+    if line[:1] in (b" ", b"\t"):
+        raise HTTPRequestError(400, "obsolete line folding (a field line starting with whitespace)")
+    name, colon, value = line.partition(b":")
+    if not colon or not _TOKEN.fullmatch(name):
+        raise HTTPRequestError(400, f"bad field name {name[:40]!r}")
+    value = value.strip(b" \t")
+    if not _FIELD_VALUE.fullmatch(value):
+        raise HTTPRequestError(400, f"the value of {name.decode()} holds a control character")
+    return name.lower(), value
+
+
+def _check_host(request: Request) -> None:
+    """RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host; none may have two."""
+    hosts = len(request.values(b"host"))
+    if hosts > 1 or (hosts == 0 and request.version == b"1.1"):
+        raise HTTPRequestError(400, "an HTTP/1.1 request needs exactly one Host field")
+
+
+def _body_framing(request: Request) -> tuple[bool, int]:
+    """(chunked, length) of the body, refusing every framing two parsers could read differently."""
+    lengths = request.values(b"content-length")
+    codings = request.tokens(b"transfer-encoding")
+    if codings and lengths:
+        raise HTTPRequestError(400, "both Content-Length and Transfer-Encoding (RFC 9112 §6.3)")
+    if codings:
+        return _check_codings(request, codings), 0
+    if len(lengths) > 1:
+        raise HTTPRequestError(400, "more than one Content-Length")
+    if not lengths:
+        return False, 0
+    if not _DIGITS.fullmatch(lengths[0]):
+        raise HTTPRequestError(400, f"Content-Length is not a decimal number: {lengths[0][:40]!r}")
+    return False, int(lengths[0])
+
+
+def _check_codings(request: Request, codings: list[bytes]) -> bool:
+    if request.version == b"1.0":
+        raise HTTPRequestError(400, "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)")
+    if codings[-1] != b"chunked" or b"chunked" in codings[:-1] or b"" in codings:
+        raise HTTPRequestError(400, "Transfer-Encoding must end with chunked, once (RFC 9112 §6.3)")
+    if len(codings) > 1:
+        raise HTTPRequestError(501, f"unsupported transfer coding {codings[0].decode(errors='replace')}")
+    return True

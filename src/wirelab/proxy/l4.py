@@ -1,0 +1,261 @@
+"""The layer 4 (TCP) balancer: accept, pick a backend, connect, relay bytes both ways untouched.
+
+Theory of operation: the listener is a raw non-blocking socket accepted with `loop.sock_accept`, not
+an asyncio transport, because the data path must own the file descriptors to splice them. Each client
+gets a task that asks the `Pool` (wirelab.proto.balance) for a backend, connects within the connect
+timeout, writes the optional PROXY header, then hands both sockets to `wirelab.net.relay`. A failed
+connect ejects that backend (passive check) and the client is redispatched to another one, so a dead
+backend costs clients one connect timeout at most once per ejection. At `max_connections` the accept
+loop pauses: further clients wait in the kernel's listen backlog rather than being refused. Active
+checks (a TCP connect every interval) feed the pool's rise/fall state machine. `drain` stops accepting
+and gives open connections until a deadline; `reload` swaps the configuration under open connections,
+which keep the settings they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import logging
+import signal
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from wirelab.errors import ConfigError
+from wirelab.net import SPLICE_AVAILABLE, relay
+from wirelab.proto.balance import Backend, Pool, Transition
+from wirelab.proto.proxyproto import encode_v1, encode_v2
+from wirelab.proxy.config import L4Config
+
+__all__ = ["L4Balancer", "open_tcp", "serve"]
+
+log = logging.getLogger("wirelab.proxy.l4")
+
+
+async def open_tcp(host: str, port: int, *, within_s: float) -> socket.socket:
+    """A connected non-blocking socket; IP literals skip the resolver (a thread hop per connection)."""
+    loop = asyncio.get_running_loop()
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        address: tuple[Any, ...] = (host, port)
+    except ValueError:
+        family, _, _, _, address = (await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        async with asyncio.timeout(within_s):
+            await loop.sock_connect(sock, address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class L4Balancer:
+    def __init__(self, config: L4Config) -> None:
+        self.config = config
+        self.pool = Pool(config.backends, algorithm=config.algorithm, health=config.health)
+        self.counters = {
+            "accepted": 0,
+            "connect_failures": 0,
+            "no_backend": 0,
+            "bytes_in": 0,
+            "bytes_out": 0,
+        }
+        self._listener: socket.socket | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._listener is None:
+            raise RuntimeError("the balancer is not started")
+        host, port = self._listener.getsockname()[:2]
+        return host, port
+
+    async def start(self) -> None:
+        host, port = self.config.listen
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.create_server((host, port), family=family, backlog=1024)
+        self._listener.setblocking(False)
+        self._tasks["accept"] = asyncio.create_task(self._accept_loop(self._listener))
+        self._start_checks()
+        mode = "splice" if self.config.splice and SPLICE_AVAILABLE else "copy"
+        log.info(
+            "listening on %s:%d (%s, %s, %d backends)",
+            *self.address,
+            mode,
+            self.config.algorithm,
+            len(self.config.backends),
+        )
+
+    def statistics(self) -> dict[str, Any]:
+        backends = {
+            b.address: {"state": self.pool.state(b).value, "active": self.pool.active(b)}
+            for b in self.pool.backends
+        }
+        return {**self.counters, "active": len(self._connections), "backends": backends}
+
+    def reload(self, config: L4Config) -> None:
+        """Apply `config` to new connections; open ones keep going. The listen address cannot move."""
+        if config.listen != self.config.listen:
+            log.warning(
+                "reload: listen cannot change without a restart; keeping %s:%d", *self.config.listen
+            )
+            config = dataclasses.replace(config, listen=self.config.listen)
+        self.pool.update(config.backends, algorithm=config.algorithm, health=config.health)
+        self.config = config
+        self._room.set()  # max_connections may have grown
+        self._start_checks()
+        log.info("reloaded: %d backends, %s", len(config.backends), config.algorithm)
+
+    async def drain(self, grace_s: float) -> int:
+        """Stop accepting, let open connections finish for up to `grace_s`; returns how many were cut."""
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if self._listener is not None:
+            self._listener.close()
+        pending = set(self._connections)
+        if pending and grace_s > 0:
+            log.info("draining %d connections for up to %.1fs", len(pending), grace_s)
+            _, pending = await asyncio.wait(pending, timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return len(pending)
+
+    def _start_checks(self) -> None:
+        if (previous := self._tasks.pop("checks", None)) is not None:
+            previous.cancel()
+        if self.config.check_interval_s is not None:
+            self._tasks["checks"] = asyncio.create_task(self._check_loop(self.config.check_interval_s))
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while len(self._connections) >= self.config.max_connections:
+                self._room.clear()
+                await self._room.wait()
+            try:
+                client, peer = await loop.sock_accept(listener)
+            except OSError as exc:  # EMFILE and the like: back off instead of spinning
+                log.warning("accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            self.counters["accepted"] += 1
+            task = asyncio.create_task(self._serve(client, peer))
+            self._connections.add(task)
+            task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._connections.discard(task)
+        self._room.set()
+
+    async def _serve(self, client: socket.socket, peer: tuple[Any, ...]) -> None:
+        config = self.config
+        with client:
+            client.setblocking(False)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connected = await self._connect(peer, config)
+            if connected is None:
+                return
+            upstream, backend = connected
+            self.pool.opened(backend)
+            try:
+                with upstream:
+                    await self._forward(client, upstream, config)
+            except OSError as exc:
+                log.debug("%s:%d via %s: %s", peer[0], peer[1], backend.address, exc)
+            finally:
+                self.pool.closed(backend)
+
+    async def _forward(self, client: socket.socket, upstream: socket.socket, config: L4Config) -> None:
+        if config.proxy_protocol is not None:
+            encode = encode_v1 if config.proxy_protocol == "v1" else encode_v2
+            header = encode(client.getpeername()[:2], client.getsockname()[:2])
+            await asyncio.get_running_loop().sock_sendall(upstream, header)
+        result = await relay(client, upstream, splice=config.splice, idle_timeout=config.idle_timeout_s)
+        self.counters["bytes_in"] += result.forward
+        self.counters["bytes_out"] += result.backward
+
+    async def _connect(
+        self, peer: tuple[Any, ...], config: L4Config
+    ) -> tuple[socket.socket, Backend] | None:
+        """Connect to a backend, redispatching after each failure until none is left up."""
+        loop = asyncio.get_running_loop()
+        for _ in config.backends:
+            self._note(self.pool.handle_timer(loop.time()))
+            backend = self.pool.pick(str(peer[0]).encode())
+            if backend is None:
+                break
+            try:
+                return await open_tcp(
+                    backend.host, backend.port, within_s=config.connect_timeout_s
+                ), backend
+            except (OSError, TimeoutError) as exc:
+                self.counters["connect_failures"] += 1
+                log.warning("connect to %s failed: %s", backend.address, exc or "timed out")
+                self._note([self.pool.connect_failed(backend, loop.time())])
+        self.counters["no_backend"] += 1
+        log.warning("no backend available for %s:%d; closing", peer[0], peer[1])
+        return None
+
+    async def _check_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.gather(*(self._probe(backend, interval) for backend in self.pool.backends))
+            await asyncio.sleep(interval)
+
+    async def _probe(self, backend: Backend, interval: float) -> None:
+        timeout = min(interval, self.config.connect_timeout_s)
+        try:
+            with await open_tcp(backend.host, backend.port, within_s=timeout) as probe:
+                if self.config.proxy_protocol is not None:  # the spec's way to say "only a check"
+                    local = (
+                        encode_v1(None, None)
+                        if self.config.proxy_protocol == "v1"
+                        else encode_v2(None, None)
+                    )
+                    await asyncio.get_running_loop().sock_sendall(probe, local)
+                ok = True
+        except (OSError, TimeoutError):
+            ok = False
+        self._note([self.pool.check_result(backend, ok)])
+
+    def _note(self, transitions: Iterable[Transition | None]) -> None:
+        for t in transitions:
+            if t is not None:
+                log.info(
+                    "backend %s: %s -> %s (%s)", t.backend.address, t.old.value, t.new.value, t.signal.value
+                )
+
+
+async def serve(load: Callable[[], L4Config]) -> None:
+    """Run until SIGTERM or SIGINT, then drain; on SIGHUP call `load` again and apply the result."""
+    balancer = L4Balancer(load())
+    await balancer.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload, balancer, load)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+    log.info("stopping: no new connections, %d open", balancer.statistics()["active"])
+    cut = await balancer.drain(balancer.config.drain_timeout_s)
+    log.info("stopped; %d connections cut at the drain deadline", cut)
+
+
+def _reload(balancer: L4Balancer, load: Callable[[], L4Config]) -> None:
+    """A bad file is refused whole: the running configuration stays, and the log says why."""
+    try:
+        balancer.reload(load())
+    except ConfigError as exc:
+        log.error("reload refused, configuration unchanged: %s", exc)
