@@ -30,6 +30,8 @@ def test_comments_are_stored_and_listed_oldest_first(server: ServerProcess) -> N
     _post(server.url, post, "second")
     listed = httpx.get(f"{server.url}/comments", params={"post": post}).json()
     assert [c["text"] for c in listed["comments"]] == ["first", "second"] and listed["count"] == 2
+    one = httpx.get(f"{server.url}/comments", params={"post": post, "limit": "1"}).json()
+    assert [c["text"] for c in one["comments"]] == ["first"] and one["count"] == 2
 
 
 def test_bad_comments_are_problems(server: ServerProcess) -> None:

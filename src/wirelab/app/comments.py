@@ -1,7 +1,7 @@
 """Comments: the course's `POST /postcomment`, made safe to retry with an Idempotency-Key.
 
 POST /comments {"post": ID, "text": "..."}   201 + Location + the comment
-GET  /comments?post=ID                        the post's comments, oldest first, and their count
+GET  /comments?post=ID[&limit=N]              the post's oldest comments (at most 1,000), and their count
 
 A comment and its idempotent answer are written in one transaction (`completes`), so a retry after
 any failure either replays the answer or finds nothing written and executes afresh.
@@ -24,6 +24,7 @@ __all__ = ["MAX_POST", "MAX_TEXT", "comment_routes"]
 
 MAX_POST = 128
 MAX_TEXT = 10_000
+LIST_LIMIT = 1000
 
 
 def comment_routes(router: Router, store: Store, idempotency: Idempotency) -> None:
@@ -40,8 +41,10 @@ def comment_routes(router: Router, store: Store, idempotency: Idempotency) -> No
         post = request.query.get("post")
         if not post:
             raise BadRequest("say which post: GET /comments?post=ID")
-        comments = await store.comments(post)
-        body = {"post": post, "comments": [c.to_json() for c in comments], "count": len(comments)}
+        limit = request.int_param("limit", default=LIST_LIMIT, minimum=1)
+        comments = await store.comments(post, limit=min(limit, LIST_LIMIT))
+        count = await store.count_comments(post)
+        body = {"post": post, "comments": [c.to_json() for c in comments], "count": count}
         await send_json(request.send, 200, body)
 
     router.http("POST", "/comments", idempotency.wrap(post_comment))
