@@ -19,7 +19,7 @@ def test_help_imports_no_scenario() -> None:
         "try: main(['bench', '--help'])\n"
         "except SystemExit: pass\n"
         "heavy = [m for m in ('rich', 'httpx', 'psutil', 'websockets', 'PIL', 'wirelab.bench.notify',"
-        " 'wirelab.bench.upload')"
+        " 'wirelab.bench.upload', 'wirelab.bench.retry')"
         " if m in sys.modules]\n"
         "print(heavy)"
     )
@@ -44,3 +44,8 @@ def test_an_unknown_upload_mode_or_size_is_a_usage_error() -> None:
     assert result.exit_code == 2 and "choose from single, tus-1m" in result.output
     result = CliRunner().invoke(commands.bench, ["upload", "--size", "12KiB"])
     assert result.exit_code == 2 and "below the smallest allowed, 1MiB" in result.output
+
+
+def test_a_fault_rate_outside_0_to_1_is_a_usage_error() -> None:
+    result = CliRunner().invoke(commands.bench, ["retry", "--fault-rate", "1.5"])
+    assert result.exit_code == 2 and "--fault-rate" in result.output

@@ -281,6 +281,61 @@ def upload(size: int, modes: tuple[str, ...], json_path: Path | None) -> None:
     _exit(lambda: run_upload(plan, json_path=json_path, console=console, progress=progress), console)
 
 
+@bench.command()
+@click.option(
+    "--comments", default=1000, show_default=True, type=click.IntRange(1), help="Comments posted per mode."
+)
+@click.option(
+    "--fault-rate",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of responses lost after the server committed them.",
+)
+@click.option(
+    "--concurrency",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Clients posting at once.",
+)
+@click.option(
+    "--max-attempts",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Attempts per comment before the client gives up.",
+)
+@click.option("--seed", default=1, show_default=True, type=int, help="Seed of the fault schedule.")
+@_JSON_OPTION
+def retry(
+    comments: int,
+    fault_rate: float,
+    concurrency: int,
+    max_attempts: int,
+    seed: int,
+    json_path: Path | None,
+) -> None:
+    """Post comments through a proxy that drops responses after the commit; clients retry, with
+    Idempotency-Keys and without.
+
+    Per mode: comments intended and stored (GET /comments?post=ID), duplicates, retries, faults
+    injected, replays seen (Idempotent-Replayed: true) and requests/s. Exit status 1 if with-keys
+    stored a comment twice or lost one.
+    """
+    from wirelab.bench.retry import RetryPlan, run_retry
+
+    plan = RetryPlan(
+        comments=comments,
+        fault_rate=fault_rate,
+        concurrency=concurrency,
+        max_attempts=max_attempts,
+        seed=seed,
+    )
+    console, progress = _consoles()
+    _exit(lambda: run_retry(plan, json_path=json_path, console=console, progress=progress), console)
+
+
 def _consoles() -> tuple[Console, Progress]:
     """The table on stdout (wide enough when it is not a terminal), progress on stderr."""
     from rich.console import Console
