@@ -67,3 +67,26 @@ def restart(increments: int, comments: int, json_path: Path | None) -> None:
         console.print("interrupted: every child process was stopped")
         sys.exit(130)
     sys.exit(status)
+
+
+@demo.command()
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help='Also write {"demo", "rows"} to this file, one row per credential.',
+)
+def auth(json_path: Path | None) -> None:
+    """A server-side session against a signed token (JWT), on two instances and across a restart.
+
+    Two `wirelab up` processes share WIRELAB_JWT_SECRET (a random one if unset). The client logs in on
+    A both ways, then asks GET /whoami on A, on B, and on A after A restarted: the session works only
+    on A and not after its restart; the token works everywhere. Also times one whoami each way.
+    Exit status: 0 when each behaved as designed, 1 otherwise.
+    """
+    from rich.console import Console
+
+    from wirelab.demo.auth import run_auth
+
+    console = Console() if sys.stdout.isatty() else Console(width=140)
+    sys.exit(run_auth(console=console, json_path=json_path))
