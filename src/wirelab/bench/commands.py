@@ -23,10 +23,11 @@ __all__ = ["bench"]
 
 # Spelled out here rather than imported, since importing the scenarios would slow --help down;
 # tests check that they match wirelab.clients.TRANSPORTS, wirelab.bench.fanout.IMPLS,
-# wirelab.bench.pubsub.IMPLS and wirelab.bench.upload.MODES.
+# wirelab.bench.pubsub.IMPLS, wirelab.bench.lb.IMPLS and wirelab.bench.upload.MODES.
 TRANSPORTS = ("get", "short", "long", "sse", "ws")
 IMPLS = ("wirelab-mixed", "wirelab-ws", "websockets-broadcast")
 PUBSUB_IMPLS = ("embedded", "wirelab-amqp", "wirelab-redis", "aio-pika-bare")
+LB_IMPLS = ("wirelab-splice", "wirelab-copy", "haproxy", "direct")
 UPLOAD_MODES = ("single", "tus-1m", "tus-8m", "tus-64m", "tus-parallel-4", "tus-resumed-3")
 
 _JSON_OPTION = click.option(
@@ -334,6 +335,41 @@ def retry(
     )
     console, progress = _consoles()
     _exit(lambda: run_retry(plan, json_path=json_path, console=console, progress=progress), console)
+
+
+@bench.command()
+@click.option(
+    "--duration",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 600),
+    help="Seconds of each load (iperf3 bulk, new connections) per implementation.",
+)
+@click.option(
+    "--impls",
+    default=",".join(LB_IMPLS),
+    show_default=True,
+    type=_Names(LB_IMPLS),
+    help="Comma-separated implementations; haproxy is the peer, direct the baseline.",
+)
+@_JSON_OPTION
+def lb(duration: int, impls: tuple[str, ...], json_path: Path | None) -> None:
+    """Drive `wirelab lb l4` (--splice and --copy), HAProxy (mode tcp) and the bare backend with the
+    same load, and compare.
+
+    Per implementation: iperf3 bulk throughput in Gbit/s through the balancer to one iperf3 server,
+    and new connections/s (connect, one byte echoed, close) against a small echo backend, with the
+    ratio of each wirelab row to HAProxy. The balancer gets a core of its own. Needs Debian's
+    haproxy and iperf3. Layer 7 figures (wrk) will join the same table.
+    """
+    from wirelab.bench.lb import LbPlan, missing_peers, run_lb
+
+    missing = missing_peers(impls)
+    if missing:
+        raise click.ClickException("; ".join(missing))
+    plan = LbPlan(duration_s=duration, impls=impls)
+    console, progress = _consoles()
+    _exit(lambda: run_lb(plan, json_path=json_path, console=console, progress=progress), console)
 
 
 def _consoles() -> tuple[Console, Progress]:
