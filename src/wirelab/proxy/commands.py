@@ -17,7 +17,7 @@ __all__ = ["lb"]
 
 @click.group()
 def lb() -> None:
-    """Load balancers: layer 4 (TCP) now, layer 7 (HTTP) to come."""
+    """Load balancers: layer 4 (TCP) and layer 7 (HTTP/1.1)."""
 
 
 @lb.command()
@@ -95,6 +95,105 @@ def l4(config_path: Path | None, backends: tuple[str, ...], **flags: Any) -> Non
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(serve(lambda: load_config(config_path, overrides)))
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen: {exc}") from None
+
+
+@lb.command()
+@click.option("--listen", required=True, help="HOST:PORT to accept clients on (port 0: any free).")
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    required=True,
+    metavar="HOST:PORT[,weight=N]",
+    help="A backend (repeat for each).",
+)
+@click.option(
+    "--algorithm",
+    default="round-robin",
+    show_default=True,
+    metavar="round-robin|least-outstanding|hash-header:NAME|hash-cookie:NAME",
+    help="How to pick a backend for each request; the hashes are sticky.",
+)
+@click.option("--connect-timeout", default=2.0, show_default=True, help="Seconds to connect to a backend.")
+@click.option(
+    "--idle-timeout",
+    default=300.0,
+    show_default=True,
+    help="Seconds without a byte inside a request body or an upgraded (WebSocket) connection.",
+)
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    help="Seconds for a request head to arrive (also how long a keep-alive client may idle).",
+)
+@click.option(
+    "--max-connections",
+    default=10000,
+    show_default=True,
+    help="Open client connections; more wait in the backlog.",
+)
+@click.option(
+    "--check-interval",
+    default=0.0,
+    show_default=True,
+    help="Seconds between active HTTP checks (GET --check-path); 0: passive checks only.",
+)
+@click.option("--check-path", default="/", show_default=True, help="The path active checks GET.")
+@click.option(
+    "--metrics-path",
+    default="/__metrics",
+    show_default=True,
+    help="Where the listener serves Prometheus metrics; an empty value turns them off.",
+)
+@click.option("--eject", default=10.0, show_default=True, help="Seconds a failing backend is kept out.")
+def l7(
+    listen: str,
+    backends: tuple[str, ...],
+    algorithm: str,
+    connect_timeout: float,
+    idle_timeout: float,
+    header_timeout: float,
+    max_connections: int,
+    check_interval: float,
+    check_path: str,
+    metrics_path: str,
+    eject: float,
+) -> None:
+    """Run the layer 7 (HTTP/1.1) balancer: each request goes to a backend, over pooled connections.
+
+    \b
+    Example: wirelab lb l7 --listen 127.0.0.1:8080 --backend 127.0.0.1:9001 --backend 127.0.0.1:9002
+    Idempotent requests are retried on another backend when one fails; SIGTERM or Ctrl-C stops it.
+    """
+    import asyncio
+    import logging
+
+    from wirelab.errors import ConfigError
+    from wirelab.proxy.l7 import l7_config, serve
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="wirelab lb l7: %(message)s")
+    try:
+        config = l7_config(
+            listen,
+            backends,
+            algorithm=algorithm,
+            connect_timeout_s=connect_timeout,
+            idle_timeout_s=idle_timeout,
+            header_timeout_s=header_timeout,
+            max_connections=max_connections,
+            check_interval_s=check_interval or None,
+            check_path=check_path,
+            metrics_path=metrics_path or None,
+            eject_s=eject,
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve(config))
     except OSError as exc:
         raise click.ClickException(f"cannot listen: {exc}") from None
 

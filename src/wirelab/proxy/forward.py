@@ -19,49 +19,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from http import HTTPStatus
 from urllib.parse import SplitResult, urlsplit
 
 import h11
 
-from wirelab.errors import WirelabError
 from wirelab.net import relay
-from wirelab.proto.http1 import Data, Event, HTTPRequestError, Limits, Request, RequestParser
+from wirelab.proto.http1 import HTTPRequestError, Limits, Request
+from wirelab.proxy.exchange import (
+    PSEUDONYM,
+    RECV_BYTES,
+    ClientConnection,
+    GatewayError,
+    end_to_end,
+    problem_response,
+    response_head,
+)
 
 __all__ = ["ForwardProxy", "GatewayError", "serve_forward_proxy"]
 
 log = logging.getLogger(__name__)
-
-_RECV = 64 << 10
-_HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
-_PSEUDONYM = b"wirelab"
-
-
-class GatewayError(WirelabError):
-    """The origin could not be reached or broke HTTP: 502, or 504 when it did not answer in time."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,37 +50,6 @@ class _Origin:
     port: int
     authority: bytes
     target: bytes
-
-
-class _Client:
-    """One client connection: its socket, its parser, and the events parsed but not yet handled."""
-
-    def __init__(self, sock: socket.socket, limits: Limits, idle_timeout: float) -> None:
-        self.sock = sock
-        self.parser = RequestParser(limits=limits)
-        self.answered = False
-        self._idle_timeout = idle_timeout
-        self._pending: deque[Event] = deque()
-
-    async def next_event(self) -> Event | None:
-        """The next event, reading as needed; None when the client closed between requests."""
-        loop = asyncio.get_running_loop()
-        while not self._pending:
-            async with asyncio.timeout(self._idle_timeout):
-                data = await loop.sock_recv(self.sock, _RECV)
-            self._pending.extend(self.parser.receive_data(data))
-            if not data and not self._pending:
-                return None
-        return self._pending.popleft()
-
-    async def body(self) -> AsyncIterator[bytes]:
-        """The current request's body, as it arrives (the parser raises if the client stops early)."""
-        while isinstance(event := await self.next_event(), Data):
-            yield event.data
-
-    async def send(self, data: bytes) -> None:
-        self.answered = True
-        await asyncio.get_running_loop().sock_sendall(self.sock, data)
 
 
 class ForwardProxy:
@@ -115,7 +64,7 @@ class ForwardProxy:
 
     async def handle(self, sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client = _Client(sock, self.limits, self.idle_timeout)
+        client = ClientConnection(sock, self.limits, self.idle_timeout)
         with sock:
             try:
                 while isinstance(request := await client.next_event(), Request):
@@ -125,11 +74,11 @@ class ForwardProxy:
                 log.info("refused: %s %s", error.status, error.detail)
                 if not client.answered:
                     with contextlib.suppress(OSError):
-                        await client.send(_problem(error.status, error.detail))
+                        await client.send(problem_response(error.status, error.detail))
             except (OSError, TimeoutError, h11.ProtocolError) as error:
                 log.debug("connection ended: %r", error)
 
-    async def _exchange(self, client: _Client, request: Request) -> bool:
+    async def _exchange(self, client: ClientConnection, request: Request) -> bool:
         """Answer one request; True if the client connection may carry another."""
         log.info("%s %s", request.method.decode(), request.target.decode())
         if request.method == b"CONNECT":
@@ -140,7 +89,7 @@ class ForwardProxy:
         with upstream:
             return await _forward(client, request, origin, upstream)
 
-    async def _tunnel(self, client: _Client, request: Request) -> None:
+    async def _tunnel(self, client: ClientConnection, request: Request) -> None:
         host, port = _authority(request.target)
         upstream = await self._connect(host, port)
         with upstream:
@@ -187,7 +136,9 @@ async def _open_socket(host: str, port: int) -> socket.socket:
     raise error
 
 
-async def _forward(client: _Client, request: Request, origin: _Origin, upstream: socket.socket) -> bool:
+async def _forward(
+    client: ClientConnection, request: Request, origin: _Origin, upstream: socket.socket
+) -> bool:
     """Relay the request's body and the origin's response at the same time; True to keep the client."""
     conn = h11.Connection(h11.CLIENT)
     await asyncio.get_running_loop().sock_sendall(upstream, conn.send(_upstream_request(request, origin)))
@@ -207,7 +158,7 @@ async def _forward(client: _Client, request: Request, origin: _Origin, upstream:
         await asyncio.gather(response, body, return_exceptions=True)
 
 
-async def _send_body(client: _Client, conn: h11.Connection, upstream: socket.socket) -> None:
+async def _send_body(client: ClientConnection, conn: h11.Connection, upstream: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     async for data in client.body():
         await loop.sock_sendall(upstream, conn.send(h11.Data(data=data)))
@@ -215,19 +166,19 @@ async def _send_body(client: _Client, conn: h11.Connection, upstream: socket.soc
 
 
 async def _relay_response(
-    client: _Client, request: Request, conn: h11.Connection, upstream: socket.socket
+    client: ClientConnection, request: Request, conn: h11.Connection, upstream: socket.socket
 ) -> bool:
     loop = asyncio.get_running_loop()
     chunked = close = False
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
-            conn.receive_data(await loop.sock_recv(upstream, _RECV))
+            conn.receive_data(await loop.sock_recv(upstream, RECV_BYTES))
         elif isinstance(event, h11.InformationalResponse):
             if event.status_code == 100 and request.version == b"1.1":
                 await client.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         elif isinstance(event, h11.Response):
-            head, chunked, close = _response_head(request, event, keep_alive=client.parser.keep_alive)
+            head, chunked, close = response_head(request, event, keep_alive=client.parser.keep_alive)
             await client.send(head)
         elif isinstance(event, h11.Data):
             await client.send(b"%x\r\n%b\r\n" % (len(event.data), event.data) if chunked else event.data)
@@ -241,41 +192,12 @@ async def _relay_response(
 
 def _upstream_request(request: Request, origin: _Origin) -> h11.Request:
     """RFC 9112 §3.2.2: Host from the URL; RFC 9110 §7.6: hop-by-hop fields dropped, Via added."""
-    fields = (field for field in _end_to_end(request.headers) if field[0] != b"host")
+    fields = (field for field in end_to_end(request.headers) if field[0] != b"host")
     headers = [(b"host", origin.authority), *fields]
     if request.values(b"transfer-encoding"):  # the parser admits only "chunked"; h11 re-chunks it
         headers.append((b"transfer-encoding", b"chunked"))
-    headers += [(b"via", request.version + b" " + _PSEUDONYM), (b"connection", b"close")]
+    headers += [(b"via", request.version + b" " + PSEUDONYM), (b"connection", b"close")]
     return h11.Request(method=request.method, target=origin.target, headers=headers)
-
-
-def _response_head(
-    request: Request, response: h11.Response, *, keep_alive: bool
-) -> tuple[bytes, bool, bool]:
-    """The head for the client, and whether its body is chunked and the connection closes after it."""
-    fields = _end_to_end(response.headers)
-    has_body = request.method != b"HEAD" and response.status_code not in (204, 304)
-    sized = any(name == b"content-length" for name, _ in fields)
-    chunked = has_body and not sized and request.version == b"1.1"
-    close = not keep_alive or (has_body and not sized and not chunked)
-    fields.append((b"via", response.http_version + b" " + _PSEUDONYM))
-    if chunked:
-        fields.append((b"transfer-encoding", b"chunked"))
-    fields.append((b"connection", b"close" if close else b"keep-alive"))
-    status = b"HTTP/1.1 %d %b\r\n" % (response.status_code, response.reason)
-    return status + b"".join(n + b": " + v + b"\r\n" for n, v in fields) + b"\r\n", chunked, close
-
-
-def _end_to_end(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The fields meant for the far end: minus hop-by-hop ones and those Connection names (§7.6.1)."""
-    fields = list(headers)
-    named = {
-        token.strip(b" \t").lower()
-        for name, value in fields
-        if name == b"connection"
-        for token in value.split(b",")
-    }
-    return [(name, value) for name, value in fields if name not in _HOP_BY_HOP and name not in named]
 
 
 def _origin(request: Request) -> _Origin:
@@ -314,17 +236,6 @@ def _split(url: str) -> SplitResult:
         return urlsplit(url)
     except ValueError as error:  # an unbalanced [IPv6] bracket, for one
         raise HTTPRequestError(400, f"bad URL: {error}") from None
-
-
-def _problem(status: int, detail: str) -> bytes:
-    """An RFC 9457 answer, then close: after a refused request the connection's framing is unknown."""
-    phrase = HTTPStatus(status).phrase
-    body = json.dumps({"type": "about:blank", "title": phrase, "status": status, "detail": detail}).encode()
-    head = (
-        f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/problem+json\r\n"
-        f"content-length: {len(body)}\r\nvia: 1.1 wirelab\r\nconnection: close\r\n\r\n"
-    )
-    return head.encode() + body
 
 
 async def serve_forward_proxy(
