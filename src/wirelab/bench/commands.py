@@ -343,7 +343,7 @@ def retry(
     default=3,
     show_default=True,
     type=click.IntRange(1, 600),
-    help="Seconds of each load (iperf3 bulk, new connections) per implementation.",
+    help="Seconds of each load (iperf3 bulk, new connections, wrk, paced L7) per implementation.",
 )
 @click.option(
     "--impls",
@@ -354,13 +354,15 @@ def retry(
 )
 @_JSON_OPTION
 def lb(duration: int, impls: tuple[str, ...], json_path: Path | None) -> None:
-    """Drive `wirelab lb l4` (--splice and --copy), HAProxy (mode tcp) and the bare backend with the
-    same load, and compare.
+    """Drive `wirelab lb l4` (--splice and --copy), `wirelab lb l7`, HAProxy (mode tcp, mode http)
+    and the bare backends with the same load, and compare.
 
     Per implementation: iperf3 bulk throughput in Gbit/s through the balancer to one iperf3 server,
-    and new connections/s (connect, one byte echoed, close) against a small echo backend, with the
-    ratio of each wirelab row to HAProxy. The balancer gets a core of its own. Needs Debian's
-    haproxy and iperf3. Layer 7 figures (wrk) will join the same table.
+    new connections/s (connect, one byte echoed, close) against a small echo backend, and HTTP
+    requests/s with wrk to nginx answering "ok", then p50/p99 latency at a fixed rate below every
+    balancer's maximum; with the ratio of each wirelab row to HAProxy. L7 has one data path, shown on
+    the wirelab-splice row. The balancer gets a core of its own. Needs Debian's haproxy, iperf3, wrk
+    and nginx.
     """
     from wirelab.bench.lb import LbPlan, missing_peers, run_lb
 

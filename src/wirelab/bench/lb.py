@@ -1,28 +1,36 @@
-"""`wirelab bench lb`: our layer 4 balancer beside HAProxy, with the same backends and the same load.
+"""`wirelab bench lb`: our layer 4 and layer 7 balancers beside HAProxy, with the same backends and
+the same load.
 
 Theory of operation: per implementation, the bench starts a balancer in front of one backend, drives
 it, and stops it; `direct` skips the balancer and is the ceiling that the backends and clients allow.
 
-    wirelab-splice  `python -m wirelab lb l4 --splice` (zero-copy through a pipe)
-    wirelab-copy    `python -m wirelab lb l4 --copy` (recv/send through user space)
-    haproxy         Debian's haproxy, `mode tcp`, written by `haproxy_config`: roundrobin, no health
-                    checks, one thread, the same connect/idle timeouts and connection limit as ours
+    wirelab-splice  layer 4: `python -m wirelab lb l4 --splice` (zero-copy through a pipe);
+                    layer 7: `python -m wirelab lb l7`, which has one data path, so its figures sit
+                    on this row and the wirelab-copy row has none
+    wirelab-copy    layer 4 only: `python -m wirelab lb l4 --copy` (recv/send through user space)
+    haproxy         Debian's haproxy written by `haproxy_config`: `mode tcp` for layer 4, `mode http`
+                    with keep-alive on both sides and `http-reuse always` for layer 7; roundrobin, no
+                    health checks, one thread, the same connect/idle timeouts and connection limit
     direct          straight to the backend
 
-Two loads, each for `duration_s`:
+Four loads, each for `duration_s`:
 
     bulk            iperf3 through the balancer to one iperf3 server (one backend, since iperf3's
                     control and data connections must reach the same server): received Gbit/s
     new conns       an epoll client keeping IN_FLIGHT connections open at a time, each one connect,
                     one byte out, its echo back, close, against a tiny echo backend: connections/s
+    L7 maximum      wrk (one thread, keep-alive) to nginx answering `ok` (wirelab.bench.lb_l7):
+                    requests/s
+    L7 latency      after every maximum is known, requests paced at PACE_SHARE of the least
+                    balancer maximum (below both ours and HAProxy's), timed from their scheduled
+                    instants: p50 and p99 in ms, and in the summary what each adds over direct
 
 Beside each figure, the share of a core the balancer used meanwhile (from its CPU time): a balancer
 under 100% was held back by the load, not by itself, which `direct` then shows.
 
 With two cores or more, the balancer (ours or HAProxy) runs alone on the last core and everything
-else (the bench's client, iperf3 and the backends) on the others, so a balancer never competes with
-its load for a CPU; the output says which cores. Layer 7 (wrk through `wirelab lb l7` and HAProxy
-`mode http`) will add its loads to `_measure` and its columns to COLUMNS.
+else (the bench's clients, wrk, iperf3 and the backends, nginx included) on the others, so a
+balancer never competes with its load for a CPU; the output says which cores.
 """
 
 from __future__ import annotations
@@ -49,12 +57,20 @@ import psutil
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
+from wirelab.bench.lb_l7 import (
+    WRK_CONNECTIONS,
+    nginx_command,
+    nginx_config,
+    paced_latency_ms,
+    wrk_req_per_s,
+)
 from wirelab.bench.report import Column, cpu_seconds, print_table, raise_fd_limit, write_json
 from wirelab.testing import free_port
 
 __all__ = [
     "GOALS",
     "IMPLS",
+    "L7_IMPLS",
     "ConnTally",
     "LbPlan",
     "Pinning",
@@ -68,10 +84,19 @@ __all__ = [
 ]
 
 IMPLS = ("wirelab-splice", "wirelab-copy", "haproxy", "direct")
+L7_IMPLS = ("wirelab-splice", "haproxy", "direct")
+"""The rows with layer 7 figures: `wirelab lb l7` has one data path, reported on wirelab-splice's row."""
 PEER = "haproxy"
-GOALS = {"l4_gbit_per_s": ("wirelab-splice", 0.8), "l4_conn_per_s": (None, 0.3)}
+GOALS = {
+    "l4_gbit_per_s": ("wirelab-splice", 0.8),
+    "l4_conn_per_s": (None, 0.3),
+    "l7_req_per_s": ("wirelab-splice", 0.3),
+}
 """Per figure: the wirelab row the goal is about (None: every one) and the least ratio to HAProxy."""
-APT_PACKAGES = {"haproxy": "haproxy", "iperf3": "iperf3"}
+APT_PACKAGES = {"haproxy": "haproxy", "iperf3": "iperf3", "wrk": "wrk", "nginx": "nginx"}
+L7_KEYS = ("l7_req_per_s", "l7_p50_ms", "l7_p99_ms")
+PACE_SHARE = 0.5
+"""The paced latency run's rate, as a share of the least layer 7 maximum among the balancers."""
 IN_FLIGHT = 32
 MAX_CONNECTIONS = 10_000  # `wirelab lb l4`'s default
 FD_RESERVE = 64
@@ -87,6 +112,16 @@ COLUMNS = (
     Column("l4_conn_per_s_vs_haproxy", "x haproxy", ".2f"),
     Column("l4_conn_balancer_cpu_pct", "balancer CPU %", ".0f"),
     Column("l4_conn_errors", "conn errors", ","),
+)
+L7_COLUMNS = (
+    Column("impl", "impl"),
+    Column("l7_req_per_s", "L7 req/s (wrk)", ",.0f"),
+    Column("l7_req_per_s_vs_haproxy", "x haproxy", ".2f"),
+    Column("l7_balancer_cpu_pct", "balancer CPU %", ".0f"),
+    Column("l7_paced_req_per_s", "paced at req/s", ",.0f"),
+    Column("l7_p50_ms", "p50 ms", ".2f"),
+    Column("l7_p99_ms", "p99 ms", ".2f"),
+    Column("l7_errors", "errors", ","),
 )
 
 
@@ -133,7 +168,7 @@ class ConnTally:
 
 def missing_peers(impls: Sequence[str]) -> list[str]:
     """What the plan needs and this machine lacks, as messages naming the Debian package."""
-    needed = ["iperf3"] + ([PEER] if PEER in impls else [])
+    needed = ["iperf3", "wrk", "nginx"] + ([PEER] if PEER in impls else [])
     return [
         f"{tool} not found on PATH: install Debian's {package} (apt-get install {package})"
         for tool, package in APT_PACKAGES.items()
@@ -141,14 +176,23 @@ def missing_peers(impls: Sequence[str]) -> list[str]:
     ]
 
 
-def haproxy_config(port: int, backend_port: int, *, fd_limit: int) -> str:
-    """HAProxy set up as `wirelab lb l4` runs by default: round-robin, no checks, 2 s connect timeout,
-    300 s idle timeout, 10,000 connections (fewer if `fd_limit` cannot hold two descriptors for each,
-    since HAProxy refuses to start then); one thread, as our balancer is one event loop."""
+def haproxy_config(port: int, backend_port: int, *, fd_limit: int, mode: str = "tcp") -> str:
+    """HAProxy set up as `wirelab lb l4` (mode tcp) or `wirelab lb l7` (mode http) runs by default:
+    round-robin, no checks, 2 s connect timeout, 300 s idle timeout, 10,000 connections (fewer if
+    `fd_limit` cannot hold two descriptors for each, since HAProxy refuses to start then); one thread,
+    as our balancer is one event loop. In http mode, keep-alive on both sides with idle server
+    connections shared between clients (`http-reuse always`, as our upstream pool does) and a 10 s
+    request head timeout like ours."""
     maxconn = min(MAX_CONNECTIONS, (fd_limit - FD_RESERVE) // 2)
+    http = (
+        "    option http-keep-alive\n    http-reuse always\n"
+        "    timeout http-request 10s\n    timeout http-keep-alive 10s\n"
+        if mode == "http"
+        else ""
+    )
     return (
         f"global\n    nbthread 1\n    maxconn {maxconn}\n\n"
-        "defaults\n    mode tcp\n    timeout connect 2s\n"
+        f"defaults\n    mode {mode}\n{http}    timeout connect 2s\n"
         "    timeout client 300s\n    timeout server 300s\n\n"
         f"frontend lb\n    bind 127.0.0.1:{port}\n    default_backend pool\n\n"
         f"backend pool\n    balance roundrobin\n    server b0 127.0.0.1:{backend_port}\n"
@@ -303,14 +347,17 @@ def _wait_listening(
     raise RuntimeError(f"{name} did not listen on port {port} within {timeout}s")
 
 
-def _balancer_command(impl: str, port: int, backend_port: int, workdir: Path) -> list[str]:
+def _balancer_command(impl: str, port: int, backend_port: int, workdir: Path, *, layer: int) -> list[str]:
     if impl == PEER:
         config = workdir / f"haproxy-{port}.cfg"
-        config.write_text(haproxy_config(port, backend_port, fd_limit=raise_fd_limit()))
+        mode = "http" if layer == 7 else "tcp"
+        config.write_text(haproxy_config(port, backend_port, fd_limit=raise_fd_limit(), mode=mode))
         return ["haproxy", "-db", "-f", str(config)]
-    mode = "--splice" if impl == "wirelab-splice" else "--copy"
     listen, backend = f"127.0.0.1:{port}", f"127.0.0.1:{backend_port}"
-    return [sys.executable, "-m", "wirelab", "lb", "l4", "--listen", listen, "--backend", backend, mode]
+    command = [sys.executable, "-m", "wirelab", "lb", f"l{layer}", "--listen", listen, "--backend", backend]
+    if layer == 7:
+        return command
+    return [*command, "--splice" if impl == "wirelab-splice" else "--copy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,9 +367,12 @@ class _Lab:
     workdir: Path
     iperf3_port: int
     echo_port: int
+    nginx_port: int
 
     @contextlib.contextmanager
-    def front(self, impl: str, backend_port: int, busy: dict[str, Any], key: str) -> Iterator[int]:
+    def front(
+        self, impl: str, backend_port: int, busy: dict[str, Any], key: str, *, layer: int = 4
+    ) -> Iterator[int]:
         """The port that clients of `impl` connect to: a fresh balancer's, or the backend's for direct.
 
         Sets `busy[key]` to the share of a core (percent) the balancer used while the block ran: below
@@ -332,8 +382,8 @@ class _Lab:
             yield backend_port
             return
         port = free_port()
-        command = _balancer_command(impl, port, backend_port, self.workdir)
-        with _process(command, port, self.workdir / f"{impl}.log", self.pinning.balancer) as pid:
+        command = _balancer_command(impl, port, backend_port, self.workdir, layer=layer)
+        with _process(command, port, self.workdir / f"{impl}-l{layer}.log", self.pinning.balancer) as pid:
             cpu, started = cpu_seconds(pid), time.perf_counter()
             yield port
             busy[key] = 100 * (cpu_seconds(pid) - cpu) / (time.perf_counter() - started)
@@ -352,33 +402,65 @@ def _measure(lab: _Lab, impl: str, progress: Progress, task: TaskID) -> dict[str
     rate = tally.done / tally.seconds
     if "l4_conn_balancer_cpu_pct" in busy and rate > 0:
         busy["l4_conn_balancer_cpu_us"] = busy["l4_conn_balancer_cpu_pct"] / 100 / rate * 1e6
-    return {
+    row: dict[str, Any] = {
         "impl": impl,
         "l4_gbit_per_s": gbit,
         "l4_conn_per_s": rate,
         "l4_conns": tally.done,
         "l4_conn_errors": tally.failed,
-        **busy,
     }
+    if impl in L7_IMPLS:
+        progress.update(task, description=f"{impl}: L7 maximum (wrk)")
+        with lab.front(impl, lab.nginx_port, busy, "l7_balancer_cpu_pct", layer=7) as port:
+            row["l7_req_per_s"], row["l7_errors"] = wrk_req_per_s(port, lab.plan.duration_s)
+        if "l7_balancer_cpu_pct" in busy and row["l7_req_per_s"] > 0:
+            busy["l7_balancer_cpu_us"] = busy["l7_balancer_cpu_pct"] / 100 / row["l7_req_per_s"] * 1e6
+    progress.advance(task)
+    return {**row, **busy}
+
+
+def _measure_paced(lab: _Lab, rows: list[dict[str, Any]], progress: Progress, task: TaskID) -> None:
+    """Add `l7_p50_ms`/`l7_p99_ms` to the layer 7 rows, all at one rate below every balancer's maximum."""
+    maxima = [r["l7_req_per_s"] for r in rows if "l7_req_per_s" in r and r["impl"] != "direct"]
+    maxima = maxima or [r["l7_req_per_s"] for r in rows if "l7_req_per_s" in r]
+    if not maxima or min(maxima) <= 0:
+        return
+    rate = PACE_SHARE * min(maxima)
+    for row in rows:
+        if "l7_req_per_s" not in row:
+            continue
+        progress.update(task, description=f"{row['impl']}: L7 latency at {rate:,.0f} req/s")
+        with lab.front(row["impl"], lab.nginx_port, {}, "l7_paced_balancer_cpu_pct", layer=7) as port:
+            tally = paced_latency_ms(port, rate=rate, duration_s=lab.plan.duration_s)
+        row.update(l7_paced_req_per_s=rate, l7_p50_ms=tally.p(50), l7_p99_ms=tally.p(99))
+        row["l7_errors"] += tally.failed
+        progress.advance(task)
 
 
 def _measure_all(plan: LbPlan, pinning: Pinning, workdir: Path, progress: Progress) -> list[dict[str, Any]]:
-    lab = _Lab(plan, pinning, workdir, free_port(), free_port())
+    lab = _Lab(plan, pinning, workdir, free_port(), free_port(), free_port())
     iperf3 = ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(lab.iperf3_port)]
     echo = [sys.executable, "-c", f"from wirelab.bench.lb import serve_echo; serve_echo({lab.echo_port})"]
-    task = progress.add_task("starting backends", total=2 * len(plan.impls))
+    config = workdir / "nginx.conf"
+    config.write_text(nginx_config(lab.nginx_port, workdir))
+    l7 = sum(impl in L7_IMPLS for impl in plan.impls)
+    task = progress.add_task("starting backends", total=3 * len(plan.impls) + l7)
     with (
         _process(iperf3, lab.iperf3_port, workdir / "iperf3.log", pinning.load),
         _process(echo, lab.echo_port, workdir / "echo.log", pinning.load),
+        _process(nginx_command(config, workdir), lab.nginx_port, workdir / "nginx.log", pinning.load),
     ):
-        return [_measure(lab, impl, progress, task) for impl in plan.impls]
+        rows = [_measure(lab, impl, progress, task) for impl in plan.impls]
+        _measure_paced(lab, rows, progress, task)
+        return rows
 
 
 def _with_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     peer = next((row for row in rows if row["impl"] == PEER), None)
     for row in rows:
         for key in GOALS:
-            if peer is not None and row["impl"].startswith("wirelab") and peer[key] > 0:
+            wirelab = row["impl"].startswith("wirelab") and key in row
+            if peer is not None and wirelab and peer.get(key, 0) > 0:
                 row[f"{key}_vs_haproxy"] = row[key] / peer[key]
     return rows
 
@@ -398,19 +480,35 @@ def run_lb(plan: LbPlan, *, json_path: Path | None, console: Console, progress: 
         shutil.rmtree(workdir, ignore_errors=True)
     title = f"Layer 4 balancers, {plan.duration_s} s per load, {plan.in_flight} connections in flight"
     print_table(console, title, COLUMNS, rows)
+    title = (
+        f"Layer 7 balancers, {plan.duration_s} s per load, wrk with {WRK_CONNECTIONS} keep-alive "
+        "connections; L7 has one data path (`wirelab lb l7`), shown on the wirelab-splice row"
+    )
+    print_table(console, title, L7_COLUMNS, [row for row in rows if "l7_req_per_s" in row])
     for line in [pinning.describe(), *summary(rows)]:
         console.print(line)
     if json_path is not None:
         plan_json = {"duration_s": plan.duration_s, "impls": list(plan.impls), "in_flight": plan.in_flight}
         write_json(json_path, "lb", rows, plan=plan_json, pinning=pinning.describe())
-    empty = any(row["l4_gbit_per_s"] <= 0 or row["l4_conn_per_s"] <= 0 for row in rows)
-    return 1 if empty else 0
+    return 1 if any(map(_empty, rows)) else 0
+
+
+def _empty(row: dict[str, Any]) -> bool:
+    """A figure the row should carry is missing or not positive."""
+    keys = ("l4_gbit_per_s", "l4_conn_per_s") + (L7_KEYS if row["impl"] in L7_IMPLS else ())
+    return any(row.get(key, 0) <= 0 for key in keys)
 
 
 def summary(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The goals beside the ratios, in words; the balancers' CPU cost per connection, which still
-    compares them when the load rather than the balancer set the rate; and what `direct` means."""
-    names = {"l4_gbit_per_s": "throughput", "l4_conn_per_s": "new connections/s"}
+    """The goals beside the ratios, in words; the latency each balancer adds over direct at the paced
+    rate (direct's own p50/p99 include the paced client's timer wake-ups, ~1 ms, which cancel out);
+    the balancers' CPU cost per connection and per L7 request, which still compares them when the
+    load rather than the balancer set the rate; and what `direct` means."""
+    names = {
+        "l4_gbit_per_s": "throughput",
+        "l4_conn_per_s": "new connections/s",
+        "l7_req_per_s": "L7 req/s",
+    }
     lines = []
     for key, (impl, goal) in GOALS.items():
         for row in rows:
@@ -419,19 +517,34 @@ def summary(rows: Sequence[dict[str, Any]]) -> list[str]:
                 continue
             verdict = "met" if ratio >= goal else "short"
             lines.append(f"{row['impl']}: {names[key]} {ratio:.3f}x haproxy (goal ≥ {goal}x: {verdict})")
-    costs = [r for r in rows if "l4_conn_balancer_cpu_us" in r]
-    if costs:
-        lines.append(f"balancer CPU per new connection: {', '.join(_cost(r, rows) for r in costs)}")
+    lines += _added_latency(rows)
+    for key, what in (("l4_conn_balancer_cpu_us", "new connection"), ("l7_balancer_cpu_us", "L7 request")):
+        costs = [_cost(r, rows, key) for r in rows if key in r]
+        if costs:
+            lines.append(f"balancer CPU per {what}: {', '.join(costs)}")
     lines.append("direct: no balancer, the ceiling of the clients and backends on their cores")
     return lines
 
 
-def _cost(row: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
-    """CPU per connection, and for wirelab rows what it means at a full core: HAProxy's cost over ours."""
-    text = f"{row['impl']} {row['l4_conn_balancer_cpu_us']:,.0f} µs"
-    peer = next((r for r in rows if r["impl"] == PEER and "l4_conn_balancer_cpu_us" in r), None)
+def _cost(row: dict[str, Any], rows: Sequence[dict[str, Any]], key: str) -> str:
+    """CPU per connection or request (`key`), and for wirelab rows what it means at a full core:
+    HAProxy's cost over ours."""
+    text = f"{row['impl']} {row[key]:,.0f} µs"
+    peer = next((r for r in rows if r["impl"] == PEER and key in r), None)
     if peer is not None and row is not peer:
-        text += (
-            f" ({peer['l4_conn_balancer_cpu_us'] / row['l4_conn_balancer_cpu_us']:.2f}x haproxy's per core)"
-        )
+        text += f" ({peer[key] / row[key]:.2f}x haproxy's per core)"
     return text
+
+
+def _added_latency(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """What each balancer adds to direct's p50 and p99 at the paced rate."""
+    direct = next((r for r in rows if r["impl"] == "direct" and "l7_p50_ms" in r), None)
+    if direct is None:
+        return []
+    return [
+        f"{row['impl']}: L7 adds p50 {row['l7_p50_ms'] - direct['l7_p50_ms']:+.2f} ms, "
+        f"p99 {row['l7_p99_ms'] - direct['l7_p99_ms']:+.2f} ms over direct "
+        f"at {row['l7_paced_req_per_s']:,.0f} req/s"
+        for row in rows
+        if row is not direct and "l7_p50_ms" in row
+    ]

@@ -1,0 +1,146 @@
+"""The layer 7 loads of `wirelab bench lb`: nginx as the backend, wrk for the maximum, a paced client
+for latency.
+
+Theory of operation: nginx (`worker_processes 1`, `return 200 "ok"`, no access log) answers far faster
+than any balancer in front of it, so it is not what a figure measures. wrk with keep-alive
+connections gives the most requests/s each front sustains. Latency at that maximum is mostly
+queueing, so added latency is measured apart, at one fixed rate below every maximum: wrk has no
+fixed-rate mode, hence `paced_latency_ms`, which schedules requests at `rate` per second over a few
+keep-alive connections and times each from its scheduled instant, not from when it was sent, so a
+stalled front is charged for the requests that waited behind it (no coordinated omission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from wirelab.bench.report import percentile
+
+__all__ = ["PacedTally", "nginx_config", "paced_latency_ms", "wrk_req_per_s"]
+
+WRK_CONNECTIONS = 50
+PACED_CONNECTIONS = 8
+_REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
+
+
+def nginx_config(port: int, workdir: Path) -> str:
+    """One worker answering `ok` to everything on loopback; its pid, log and temp files in `workdir`."""
+    temp = "\n".join(f"    {kind}_temp_path {workdir}/nginx-{kind};" for kind in _NGINX_TEMPS)
+    return (
+        f"daemon off;\nworker_processes 1;\npid {workdir}/nginx.pid;\n"
+        f"error_log {workdir}/nginx-error.log warn;\n"
+        "events { worker_connections 4096; }\n"
+        f"http {{\n    access_log off;\n    keepalive_requests 1000000;\n{temp}\n"
+        f"    server {{\n        listen 127.0.0.1:{port};\n"
+        '        location / { return 200 "ok"; }\n    }\n}\n'
+    )
+
+
+_NGINX_TEMPS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+
+def nginx_command(config: Path, workdir: Path) -> list[str]:
+    return ["nginx", "-e", str(workdir / "nginx-error.log"), "-p", str(workdir), "-c", str(config)]
+
+
+def wrk_req_per_s(port: int, duration_s: int) -> tuple[float, int]:
+    """One wrk run (one thread, WRK_CONNECTIONS keep-alive connections): requests/s and errors
+    (socket errors plus answers other than 2xx/3xx)."""
+    command = ["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{duration_s}s", "--latency"]
+    result = subprocess.run(
+        [*command, f"http://127.0.0.1:{port}/"],
+        capture_output=True,
+        text=True,
+        timeout=duration_s + 30,
+        check=False,
+    )
+    rate = re.search(r"^Requests/sec:\s*([\d.]+)", result.stdout, re.MULTILINE)
+    if result.returncode != 0 or rate is None:
+        raise RuntimeError(f"wrk to port {port} failed: {result.stdout[-500:]}{result.stderr[-500:]}")
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", result.stdout
+    )
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", result.stdout)
+    count = sum(int(n) for n in errors.groups()) if errors else 0
+    return float(rate.group(1)), count + (int(bad.group(1)) if bad else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class PacedTally:
+    """Latencies of the answered requests, in ms from their scheduled instants; failed requests."""
+
+    latencies_ms: tuple[float, ...]
+    failed: int
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies_ms, q) or 0.0
+
+
+def paced_latency_ms(
+    port: int, *, rate: float, duration_s: float, connections: int = PACED_CONNECTIONS
+) -> PacedTally:
+    """GET / at `rate` requests/s for `duration_s` over `connections` keep-alive connections."""
+    try:
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(_paced(port, rate, duration_s, connections))
+
+
+async def _paced(port: int, rate: float, duration_s: float, connections: int) -> PacedTally:
+    due: asyncio.Queue[float | None] = asyncio.Queue()
+    latencies: list[float] = []
+    failed = [0]
+    workers = [asyncio.create_task(_worker(port, due, latencies, failed)) for _ in range(connections)]
+    start = time.perf_counter()
+    total = int(rate * duration_s)
+    for i in range(total):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        due.put_nowait(scheduled)
+    for _ in workers:
+        due.put_nowait(None)
+    await asyncio.gather(*workers)
+    return PacedTally(tuple(latencies), failed[0])
+
+
+async def _worker(
+    port: int, due: asyncio.Queue[float | None], latencies: list[float], failed: list[int]
+) -> None:
+    """One keep-alive connection taking the next due request; reconnects after a failure."""
+    conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    while (scheduled := await due.get()) is not None:
+        try:
+            conn = conn or await asyncio.open_connection("127.0.0.1", port)
+            conn[1].write(_REQUEST)
+            await _read_response(conn[0])
+            latencies.append((time.perf_counter() - scheduled) * 1000)
+        except (OSError, EOFError, ValueError, asyncio.LimitOverrunError):
+            failed[0] += 1
+            if conn is not None:
+                conn[1].close()
+            conn = None
+    if conn is not None:
+        conn[1].close()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise ValueError(f"unexpected answer: {head[:40]!r}")
+    length = _LENGTH.search(head)
+    if length is None:
+        raise ValueError("an answer without Content-Length")
+    await reader.readexactly(int(length.group(1)))
