@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import itertools
 import json
+import re
 import shutil
 import signal
 import socket
@@ -26,6 +27,7 @@ import httpx
 import pytest
 import websockets
 
+from tests.helpers import unavailable
 from wirelab.errors import ConfigError
 from wirelab.proto.balance import Backend as BalancedBackend
 from wirelab.proto.balance import State
@@ -570,3 +572,23 @@ def test_upstream_head_fields() -> None:
     assert fields[b"connection"] == b"upgrade"
     assert b"x-drop" not in fields
     assert b"te" not in fields
+
+
+async def test_a_backend_killed_under_wrk_costs_no_request() -> None:
+    """wrk keeps 20 keep-alive connections busy through the balancer; one of two backends dies in
+    the middle: every GET is still answered 2xx (retried on the other), and the dead one is out."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        unavailable("wrk is not installed (Debian package wrk; .ci/peers.sh installs it)")
+    async with running("a", "b") as backends, balancer(*backends) as lb:
+        load = await asyncio.create_subprocess_exec(
+            wrk, "-t1", "-c20", "-d3s", url(lb, "/x"), stdout=asyncio.subprocess.PIPE
+        )
+        await asyncio.sleep(1.0)
+        await backends[1].stop()
+        report = (await load.communicate())[0].decode()
+        assert load.returncode == 0, report
+        assert "Non-2xx" not in report and "Socket errors" not in report, report
+        requests = int(re.search(r"(\d+) requests in", report).group(1))  # type: ignore[union-attr]
+        assert requests > 100, report
+        assert lb.pool.state(lb.pool.backends[1]) is State.EJECTED
