@@ -25,6 +25,7 @@ from typing import Any
 
 from wirelab.errors import ConfigError
 from wirelab.net import SPLICE_AVAILABLE, relay
+from wirelab.net.acceptor import Acceptor
 from wirelab.proto.balance import Backend, Pool, Transition
 from wirelab.proto.proxyproto import encode_v1, encode_v2
 from wirelab.proxy.config import L4Config
@@ -59,30 +60,21 @@ class L4Balancer:
         self.config = config
         self.pool = Pool(config.backends, algorithm=config.algorithm, health=config.health)
         self.counters = {
-            "accepted": 0,
             "connect_failures": 0,
             "no_backend": 0,
             "bytes_in": 0,
             "bytes_out": 0,
         }
-        self._listener: socket.socket | None = None
-        self._connections: set[asyncio.Task[None]] = set()
-        self._room = asyncio.Event()
+        self._acceptor = Acceptor(self._serve, limit=lambda: self.config.max_connections)
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     @property
     def address(self) -> tuple[str, int]:
-        if self._listener is None:
-            raise RuntimeError("the balancer is not started")
-        host, port = self._listener.getsockname()[:2]
-        return host, port
+        return self._acceptor.address
 
     async def start(self) -> None:
-        host, port = self.config.listen
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._listener = socket.create_server((host, port), family=family, backlog=1024)
-        self._listener.setblocking(False)
-        self._tasks["accept"] = asyncio.create_task(self._accept_loop(self._listener))
+        self._acceptor.listen(self.config.listen)
+        self._tasks["accept"] = asyncio.create_task(self._acceptor.run())
         self._start_checks()
         mode = "splice" if self.config.splice and SPLICE_AVAILABLE else "copy"
         log.info(
@@ -98,7 +90,13 @@ class L4Balancer:
             b.address: {"state": self.pool.state(b).value, "active": self.pool.active(b)}
             for b in self.pool.backends
         }
-        return {**self.counters, "active": len(self._connections), "backends": backends}
+        active = len(self._acceptor.connections)
+        return {
+            **self.counters,
+            "accepted": self._acceptor.accepted,
+            "active": active,
+            "backends": backends,
+        }
 
     def reload(self, config: L4Config) -> None:
         """Apply `config` to new connections; open ones keep going. The listen address cannot move."""
@@ -109,7 +107,7 @@ class L4Balancer:
             config = dataclasses.replace(config, listen=self.config.listen)
         self.pool.update(config.backends, algorithm=config.algorithm, health=config.health)
         self.config = config
-        self._room.set()  # max_connections may have grown
+        self._acceptor.room()  # max_connections may have grown
         self._start_checks()
         log.info("reloaded: %d backends, %s", len(config.backends), config.algorithm)
 
@@ -118,9 +116,8 @@ class L4Balancer:
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        if self._listener is not None:
-            self._listener.close()
-        pending = set(self._connections)
+        self._acceptor.close()
+        pending = set(self._acceptor.connections)
         if pending and grace_s > 0:
             log.info("draining %d connections for up to %.1fs", len(pending), grace_s)
             _, pending = await asyncio.wait(pending, timeout=grace_s)
@@ -134,27 +131,6 @@ class L4Balancer:
             previous.cancel()
         if self.config.check_interval_s is not None:
             self._tasks["checks"] = asyncio.create_task(self._check_loop(self.config.check_interval_s))
-
-    async def _accept_loop(self, listener: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            while len(self._connections) >= self.config.max_connections:
-                self._room.clear()
-                await self._room.wait()
-            try:
-                client, peer = await loop.sock_accept(listener)
-            except OSError as exc:  # EMFILE and the like: back off instead of spinning
-                log.warning("accept failed: %s", exc)
-                await asyncio.sleep(0.1)
-                continue
-            self.counters["accepted"] += 1
-            task = asyncio.create_task(self._serve(client, peer))
-            self._connections.add(task)
-            task.add_done_callback(self._forget)
-
-    def _forget(self, task: asyncio.Task[None]) -> None:
-        self._connections.discard(task)
-        self._room.set()
 
     async def _serve(self, client: socket.socket, peer: tuple[Any, ...]) -> None:
         config = self.config

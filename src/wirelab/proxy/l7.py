@@ -40,6 +40,7 @@ import h11
 
 from wirelab.errors import ConfigError
 from wirelab.net import relay
+from wirelab.net.acceptor import Acceptor
 from wirelab.proto.balance import Backend, HealthPolicy, Pool, State, Transition
 from wirelab.proto.http1 import Data, HTTPRequestError, Limits, Request
 from wirelab.proxy.config import parse_address, parse_backend_flag
@@ -339,25 +340,20 @@ class L7Balancer:
         self.pool = Pool(config.backends, algorithm=config.policy, health=config.health)
         self.upstreams = UpstreamPool(connect_timeout_s=config.connect_timeout_s)
         self.metrics = Metrics()
-        self._listener: socket.socket | None = None
+        self._acceptor = Acceptor(self._serve, limit=lambda: self.config.max_connections)
         self._tasks: list[asyncio.Task[None]] = []
-        self._connections: set[asyncio.Task[None]] = set()
-        self.accepted = 0
-        self._room = asyncio.Event()
 
     @property
     def address(self) -> tuple[str, int]:
-        if self._listener is None:
-            raise RuntimeError("the balancer is not started")
-        host, port = self._listener.getsockname()[:2]
-        return host, port
+        return self._acceptor.address
+
+    @property
+    def accepted(self) -> int:
+        return self._acceptor.accepted
 
     async def start(self) -> None:
-        host, port = self.config.listen
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._listener = socket.create_server((host, port), family=family, backlog=1024)
-        self._listener.setblocking(False)
-        self._tasks.append(asyncio.create_task(self._accept_loop(self._listener)))
+        self._acceptor.listen(self.config.listen)
+        self._tasks.append(asyncio.create_task(self._acceptor.run()))
         if self.config.check_interval_s is not None:
             self._tasks.append(asyncio.create_task(self._check_loop(self.config.check_interval_s)))
         log.info(
@@ -369,30 +365,12 @@ class L7Balancer:
 
     async def close(self) -> None:
         """Stop accepting, cut the open connections, close the idle upstream ones."""
-        tasks = {*self._connections, *self._tasks}
+        tasks = {*self._acceptor.connections, *self._tasks}
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._listener is not None:
-            self._listener.close()
+        self._acceptor.close()
         self.upstreams.close()
-
-    async def _accept_loop(self, listener: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            while len(self._connections) >= self.config.max_connections:
-                self._room.clear()  # further clients wait in the kernel's listen backlog
-                await self._room.wait()
-            try:
-                sock, peer = await loop.sock_accept(listener)
-            except OSError as exc:  # EMFILE and the like: back off instead of spinning
-                log.warning("accept failed: %s", exc)
-                await asyncio.sleep(0.1)
-                continue
-            self.accepted += 1
-            task = asyncio.create_task(self._serve(sock, peer))
-            self._connections.add(task)
-            task.add_done_callback(self._forget)
 
     async def _check_loop(self, interval: float) -> None:
         within = min(interval, self.config.connect_timeout_s)
@@ -403,10 +381,6 @@ class L7Balancer:
             )
             self._note([self.pool.check_result(b, ok) for b, ok in zip(backends, results, strict=True)])
             await asyncio.sleep(interval)
-
-    def _forget(self, task: asyncio.Task[None]) -> None:
-        self._connections.discard(task)
-        self._room.set()
 
     async def _serve(self, sock: socket.socket, peer: tuple[Any, ...]) -> None:
         sock.setblocking(False)
