@@ -8,26 +8,31 @@ in how a message crosses them, so this is written once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from http import HTTPStatus
 
 import h11
 
 from wirelab.errors import WirelabError
-from wirelab.proto.http1 import Data, Event, Limits, Request, RequestParser
+from wirelab.proto.http1 import Data, Event, HTTPRequestError, Limits, Request, RequestParser
 
 __all__ = [
     "PSEUDONYM",
     "RECV_BYTES",
     "ClientConnection",
     "GatewayError",
+    "answer_requests",
     "end_to_end",
     "problem_response",
     "response_head",
 ]
+
+log = logging.getLogger(__name__)
 
 RECV_BYTES = 64 << 10
 _HOP_BY_HOP = frozenset(
@@ -124,3 +129,28 @@ def problem_response(status: int, detail: str) -> bytes:
         f"content-length: {len(body)}\r\nvia: 1.1 wirelab\r\nconnection: close\r\n\r\n"
     )
     return head.encode() + body
+
+
+async def answer_requests(
+    client: ClientConnection,
+    next_request: Callable[[], Awaitable[object]],
+    exchange: Callable[[Request], Awaitable[bool]],
+) -> None:
+    """Answer one client connection's requests in turn while `exchange` says it may carry another.
+
+    A refused request (ours: HTTPRequestError; the far end's: GatewayError) is answered with a
+    problem document unless its answer had begun, and ends the connection: after a refusal its
+    framing cannot be trusted. A connection that fails or times out just ends.
+    """
+    try:
+        while isinstance(request := await next_request(), Request):
+            client.answered = False
+            if not await exchange(request):
+                break
+    except (HTTPRequestError, GatewayError) as error:
+        log.info("refused: %s %s", error.status, error.detail)
+        if not client.answered:
+            with contextlib.suppress(OSError):
+                await client.send(problem_response(error.status, error.detail))
+    except (OSError, TimeoutError, h11.ProtocolError) as error:
+        log.debug("connection ended: %r", error)

@@ -18,7 +18,6 @@ direction keeps flowing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import Callable
@@ -34,8 +33,8 @@ from wirelab.proxy.exchange import (
     RECV_BYTES,
     ClientConnection,
     GatewayError,
+    answer_requests,
     end_to_end,
-    problem_response,
     response_head,
 )
 
@@ -66,17 +65,9 @@ class ForwardProxy:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client = ClientConnection(sock, self.limits, self.idle_timeout)
         with sock:
-            try:
-                while isinstance(request := await client.next_event(), Request):
-                    if not await self._exchange(client, request):
-                        break
-            except (HTTPRequestError, GatewayError) as error:
-                log.info("refused: %s %s", error.status, error.detail)
-                if not client.answered:
-                    with contextlib.suppress(OSError):
-                        await client.send(problem_response(error.status, error.detail))
-            except (OSError, TimeoutError, h11.ProtocolError) as error:
-                log.debug("connection ended: %r", error)
+            await answer_requests(
+                client, client.next_event, lambda request: self._exchange(client, request)
+            )
 
     async def _exchange(self, client: ClientConnection, request: Request) -> bool:
         """Answer one request; True if the client connection may carry another."""

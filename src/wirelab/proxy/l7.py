@@ -26,7 +26,6 @@ loop pauses. Counters and a latency histogram per backend are served in the Prom
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import socket
@@ -42,13 +41,13 @@ from wirelab.errors import ConfigError
 from wirelab.net import relay
 from wirelab.net.acceptor import Acceptor
 from wirelab.proto.balance import Backend, HealthPolicy, Pool, State, Transition
-from wirelab.proto.http1 import Data, HTTPRequestError, Limits, Request
+from wirelab.proto.http1 import Data, Limits, Request
 from wirelab.proxy.config import parse_address, parse_backend_flag
 from wirelab.proxy.exchange import (
     ClientConnection,
     GatewayError,
+    answer_requests,
     end_to_end,
-    problem_response,
     response_head,
 )
 from wirelab.proxy.upstream import Upstream, UpstreamPool, probe
@@ -387,18 +386,11 @@ class L7Balancer:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client = ClientConnection(sock, self.config.limits, self.config.idle_timeout_s)
         with sock:
-            try:
-                while isinstance(request := await self._next_request(client), Request):
-                    client.answered = False
-                    if not await self._exchange(client, request, str(peer[0])):
-                        break
-            except (HTTPRequestError, GatewayError) as error:
-                log.info("refused: %s %s", error.status, error.detail)
-                if not client.answered:
-                    with contextlib.suppress(OSError):
-                        await client.send(problem_response(error.status, error.detail))
-            except (OSError, TimeoutError) as error:
-                log.debug("client %s: %r", peer[0], error)
+            await answer_requests(
+                client,
+                lambda: self._next_request(client),
+                lambda request: self._exchange(client, request, str(peer[0])),
+            )
 
     async def _next_request(self, client: ClientConnection) -> object:
         """The next request head, within the header timeout: the defence against slowloris."""
