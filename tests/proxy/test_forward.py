@@ -276,3 +276,17 @@ def test_a_tunnel_carries_a_half_close(proxy: str) -> None:
     head, _, tail = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     assert tail == b"got 100000"
+
+
+def test_pipelined_requests_keep_alive_by_their_own_fields(proxy: str, origin: int) -> None:
+    """A request's keep-alive is its own business: a later pipelined `Connection: close` must not
+    end the connection before the earlier request is answered."""
+    first = f"POST http://127.0.0.1:{origin}/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+    last = (
+        f"POST http://127.0.0.1:{origin}/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+        "Connection: close\r\n\r\nyo"
+    )
+    answer = exchange(proxy, (first + last).encode())
+    assert answer.count(b"HTTP/1.1 200 ") == 2, answer[:400]
+    assert hashlib.sha256(b"hi").hexdigest().encode() in answer
+    assert hashlib.sha256(b"yo").hexdigest().encode() in answer

@@ -28,6 +28,7 @@ __all__ = [
     "GatewayError",
     "answer_requests",
     "end_to_end",
+    "persistent",
     "problem_response",
     "response_head",
 ]
@@ -154,3 +155,10 @@ async def answer_requests(
                 await client.send(problem_response(error.status, error.detail))
     except (OSError, TimeoutError, h11.ProtocolError) as error:
         log.debug("connection ended: %r", error)
+
+
+def persistent(request: Request) -> bool:
+    """RFC 9112 §9.3, from this request's own fields: the parser's flag follows the latest request
+    parsed, which is a later one when the client pipelines."""
+    connection = request.tokens(b"connection")
+    return b"keep-alive" in connection if request.version == b"1.0" else b"close" not in connection

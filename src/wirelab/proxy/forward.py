@@ -35,6 +35,7 @@ from wirelab.proxy.exchange import (
     GatewayError,
     answer_requests,
     end_to_end,
+    persistent,
     response_head,
 )
 
@@ -169,7 +170,7 @@ async def _relay_response(
             if event.status_code == 100 and request.version == b"1.1":
                 await client.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         elif isinstance(event, h11.Response):
-            head, chunked, close = response_head(request, event, keep_alive=client.parser.keep_alive)
+            head, chunked, close = response_head(request, event, keep_alive=persistent(request))
             await client.send(head)
         elif isinstance(event, h11.Data):
             await client.send(b"%x\r\n%b\r\n" % (len(event.data), event.data) if chunked else event.data)

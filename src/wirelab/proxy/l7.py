@@ -30,7 +30,6 @@ import logging
 import signal
 import socket
 import time
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +39,7 @@ import h11
 from wirelab.errors import ConfigError
 from wirelab.net import relay
 from wirelab.net.acceptor import Acceptor
-from wirelab.proto.balance import Backend, HealthPolicy, Pool, State, Transition
+from wirelab.proto.balance import Backend, HealthPolicy, Pool, Transition
 from wirelab.proto.http1 import Data, Limits, Request
 from wirelab.proxy.config import parse_address, parse_backend_flag
 from wirelab.proxy.exchange import (
@@ -48,8 +47,10 @@ from wirelab.proxy.exchange import (
     GatewayError,
     answer_requests,
     end_to_end,
+    persistent,
     response_head,
 )
+from wirelab.proxy.metrics import Metrics
 from wirelab.proxy.upstream import Upstream, UpstreamPool, probe
 
 __all__ = ["L7Balancer", "L7Config", "Metrics", "l7_config", "serve"]
@@ -57,7 +58,6 @@ __all__ = ["L7Balancer", "L7Config", "Metrics", "l7_config", "serve"]
 log = logging.getLogger("wirelab.proxy.l7")
 
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
-_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _POLICIES = {"round-robin": "round-robin", "least-outstanding": "least-connections"}
 
 
@@ -151,73 +151,6 @@ def _backend(entry: dict[str, Any], where: str) -> Backend:
     return Backend(host, port, weight)
 
 
-class Metrics:
-    """Per-backend counters and a latency histogram, rendered in the Prometheus text format."""
-
-    def __init__(self) -> None:
-        self.responses: defaultdict[tuple[str, int], int] = defaultdict(int)
-        self.errors: defaultdict[tuple[str, str], int] = defaultdict(int)
-        self.buckets: defaultdict[str, list[int]] = defaultdict(lambda: [0] * len(_BUCKETS))
-        self.latency: defaultdict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])  # sum, count
-        self.retries = 0
-
-    def observe(self, backend: str, status: int, seconds: float) -> None:
-        """A response head arrived from `backend` after `seconds`."""
-        self.responses[backend, status] += 1
-        counts = self.buckets[backend]
-        for index, bound in enumerate(_BUCKETS):
-            counts[index] += seconds <= bound
-        self.latency[backend][0] += seconds
-        self.latency[backend][1] += 1
-
-    def render(self, pool: Pool, upstream_opened: int) -> bytes:
-        lines = [
-            "# HELP wirelab_l7_responses_total Responses relayed, per backend and status code.",
-            "# TYPE wirelab_l7_responses_total counter",
-            *(
-                f'wirelab_l7_responses_total{{backend="{b}",code="{code}"}} {n}'
-                for (b, code), n in sorted(self.responses.items())
-            ),
-            "# HELP wirelab_l7_errors_total Backend failures (connect, reset before answering, broken).",
-            "# TYPE wirelab_l7_errors_total counter",
-            *(
-                f'wirelab_l7_errors_total{{backend="{b}",kind="{kind}"}} {n}'
-                for (b, kind), n in sorted(self.errors.items())
-            ),
-            "# TYPE wirelab_l7_retries_total counter",
-            f"wirelab_l7_retries_total {self.retries}",
-            "# TYPE wirelab_l7_upstream_connections_opened_total counter",
-            f"wirelab_l7_upstream_connections_opened_total {upstream_opened}",
-            "# HELP wirelab_l7_response_seconds Time from sending a request to its response head.",
-            "# TYPE wirelab_l7_response_seconds histogram",
-        ]
-        for backend, counts in sorted(self.buckets.items()):
-            total, count = self.latency[backend]
-            lines += [
-                f'wirelab_l7_response_seconds_bucket{{backend="{backend}",le="{bound}"}} {n}'
-                for bound, n in zip(_BUCKETS, counts, strict=True)
-            ]
-            lines += [
-                f'wirelab_l7_response_seconds_bucket{{backend="{backend}",le="+Inf"}} {int(count)}',
-                f'wirelab_l7_response_seconds_sum{{backend="{backend}"}} {total:.6f}',
-                f'wirelab_l7_response_seconds_count{{backend="{backend}"}} {int(count)}',
-            ]
-        lines += [
-            "# HELP wirelab_l7_backend_up 1 if the backend takes requests.",
-            "# TYPE wirelab_l7_backend_up gauge",
-        ]
-        lines += [
-            f'wirelab_l7_backend_up{{backend="{b.address}"}} {int(pool.state(b) is State.UP)}'
-            for b in pool.backends
-        ]
-        lines += ["# TYPE wirelab_l7_backend_outstanding gauge"]
-        lines += [
-            f'wirelab_l7_backend_outstanding{{backend="{b.address}"}} {pool.active(b)}'
-            for b in pool.backends
-        ]
-        return ("\n".join(lines) + "\n").encode()
-
-
 class _BackendFailed(Exception):
     """The backend broke the exchange; `answered` says whether the client already had a response head."""
 
@@ -288,7 +221,7 @@ class _Exchange:
                     out += b"HTTP/1.1 100 Continue\r\n\r\n"
             elif isinstance(event, h11.Response):
                 self.status, self.head_s = event.status_code, time.perf_counter() - self.sent_at
-                keep_alive = _persistent(self.request)
+                keep_alive = persistent(self.request)
                 head, chunked, close = response_head(self.request, event, keep_alive=keep_alive)
                 out += head
             elif isinstance(event, h11.Data):
@@ -476,7 +409,7 @@ class L7Balancer:
         while isinstance(await client.next_event(), Data):
             pass  # a body sent to the metrics path is read and ignored
         body = self.metrics.render(self.pool, self.upstreams.opened)
-        keep = _persistent(request)
+        keep = persistent(request)
         head = (
             b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\n"
             b"content-length: %d\r\nconnection: %b\r\n\r\n"
@@ -491,13 +424,6 @@ class L7Balancer:
                 log.info(
                     "backend %s: %s -> %s (%s)", t.backend.address, t.old.value, t.new.value, t.signal.value
                 )
-
-
-def _persistent(request: Request) -> bool:
-    """RFC 9112 §9.3, from this request's own fields: the parser's flag follows the latest request
-    parsed, which is a later one when the client pipelines."""
-    connection = request.tokens(b"connection")
-    return b"keep-alive" in connection if request.version == b"1.0" else b"close" not in connection
 
 
 def _bodyless(request: Request) -> bool:
