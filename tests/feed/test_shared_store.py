@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from wirelab.feed import Entry, Feed, MemoryEventStore
+import pytest
+
+from wirelab.feed import Entry, Feed, MemoryEventStore, TopicClosed
 
 
 def _data(version: int) -> dict[str, int]:
@@ -97,3 +99,17 @@ async def test_refresh_all_catches_up_every_topic_read_here() -> None:
         await writer.publish(topic, "e", _data)
     await reader.refresh_all()
     assert [(await reader.read(t, 0))[-1].version for t in ("a", "b")] == [2, 2]
+
+
+async def test_a_declined_or_refused_update_wakes_no_reader_and_keeps_no_closed_topic() -> None:
+    feed = Feed(MemoryEventStore())
+    await feed.publish("open", "e", _data)
+    waiting = asyncio.create_task(feed.wait("open", 1, 0.3))
+    await asyncio.sleep(0.01)
+    assert await feed.update("open", lambda latest: None) is None
+    assert not waiting.done()  # nothing new: the long poll keeps waiting
+    assert (await waiting) is not None
+    await feed.publish("closed", "e", _data, final=True)
+    with pytest.raises(TopicClosed):
+        await feed.update("closed", lambda latest: ("e", _data, False))
+    assert feed.statistics()["topics"] == 1  # only "open" stays in memory

@@ -150,19 +150,22 @@ class Feed:
         about the newer entry. So it must be a pure function of the entry it is given.
         """
         t = await self._topic(topic)
-        entry = await asyncio.shield(self._commit(t, change, completes))
-        self._announce(t)
-        self._evict_if_done(t)
-        return entry
+        head = t.log.head
+        try:
+            return await asyncio.shield(self._commit(t, change, completes))
+        finally:  # a closed topic refuses (TopicClosed); it must not stay in memory for that
+            self._announce_if_moved(t, head)
+            self._evict_if_done(t)
 
     async def refresh(self, topic: str) -> None:
         """Another instance wrote to `topic`: take in what is new and wake its readers here."""
         t = self._topics.get(topic)
         if t is None:
             return  # nobody reads it here; it is loaded from the store when someone does
+        head = t.log.head
         async with t.lock:
             await self._catch_up(t)
-        self._announce(t)
+        self._announce_if_moved(t, head)
         self._evict_if_done(t)
 
     async def refresh_all(self) -> None:
@@ -339,6 +342,12 @@ class Feed:
             if not f.lagged and entry.version - f.cursor > self._max_lag:
                 f.lagged = True
                 f.task.cancel()
+
+    def _announce_if_moved(self, t: _Topic, head: int) -> None:
+        """Wake readers only when the topic gained entries (a declined update, or a wake-up that
+        brought nothing new, must not send every long poll round its loop again)."""
+        if t.log.head != head:
+            self._announce(t)
 
     def _evict_if_done(self, t: _Topic) -> None:
         """A closed topic nobody watches needs no memory; the store still has it."""
