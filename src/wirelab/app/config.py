@@ -43,6 +43,12 @@ class Config:
     )
     """HS256 key of tokens (WIRELAB_JWT_SECRET); None: a random one, so tokens work here only."""
 
+    @property
+    def shared_broker(self) -> bool:
+        """Whether other processes (instances, workers) can reach the broker; the embedded one
+        lives and dies inside this process."""
+        return self.broker != "memory"
+
     def __post_init__(self) -> None:
         checks = [
             ("port", 0 <= self.port <= 65535, "a TCP port, 0 to 65535"),

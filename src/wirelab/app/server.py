@@ -43,7 +43,8 @@ class WirelabApp:
             self.store,
             retention=config.retention,
             max_lag=config.max_lag,
-            on_commit=self._commits.put_nowait,
+            # Other instances hear of commits only through a broker they share with us.
+            on_commit=self._commits.put_nowait if config.shared_broker else None,
         )
         self.broker = open_broker(config.broker, namespace=config.namespace)
         self.images = ImageStore(config.data_dir / "images")
@@ -138,14 +139,15 @@ class WirelabApp:
         async def apply(message: Message) -> None:
             await self.jobs.apply(decode_progress(message.body))
 
-        listener = await self.broker.listen(WAKE_CHANNEL)
         self._consumers = [
             asyncio.create_task(serve(self.broker, "feed", (PROGRESS,), apply)),
-            asyncio.create_task(self._hear_others(listener)),
-            asyncio.create_task(self._tell_others()),
             asyncio.create_task(self._sweep_uploads()),
             asyncio.create_task(self._sweep_keys()),
         ]
+        if self.config.shared_broker:
+            listener = await self.broker.listen(WAKE_CHANNEL)
+            self._consumers.append(asyncio.create_task(self._hear_others(listener)))
+            self._consumers.append(asyncio.create_task(self._tell_others()))
         if self.config.pipeline:
             stages = run_services(self.broker, self.config.data_dir, list(SERVICES), consumers=2)
             self._consumers.append(asyncio.create_task(stages))
