@@ -28,4 +28,4 @@ test: check peers  ## everything above, then the whole test suite
 	$(BIN)/pytest -q --timeout 180
 
 clean:
-	rm -rf $(VENV) .wirelab .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .wirelab .mypy_cache .ruff_cache .pytest_cache .hypothesis
