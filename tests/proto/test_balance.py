@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from wirelab.errors import ConfigError
-from wirelab.proto.balance import TRANSITIONS, Backend, HealthPolicy, Pool, Signal, State
+from wirelab.proto.balance import ALGORITHMS, TRANSITIONS, Backend, HealthPolicy, Pool, Signal, State
 
 A, B, C = Backend("10.0.0.1", 80), Backend("10.0.0.2", 80), Backend("10.0.0.3", 80)
 HEALTH = HealthPolicy(rise=2, fall=3, eject_s=10.0)
@@ -146,3 +146,34 @@ def test_update_keeps_the_state_and_counts_of_backends_that_stay() -> None:
 def test_an_unknown_algorithm_is_refused_by_name() -> None:
     with pytest.raises(ConfigError, match="algorithm: 'random'"):
         pool(A, algorithm="random")
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_pick_skips_the_backends_the_caller_rules_out(algorithm: str) -> None:
+    p = pool(A, B, C, algorithm=algorithm)
+    for key in (b"192.0.2.1", b"192.0.2.2", b"192.0.2.3", b"192.0.2.4"):
+        assert p.pick(key, usable=lambda b: b != A) in (B, C)
+    assert p.pick(b"x", usable=lambda b: b == C) == C
+    assert p.pick(b"x", usable=lambda b: False) is None
+
+
+def test_usable_is_asked_only_about_backends_that_are_up() -> None:
+    p = pool(A, B)
+    p.connect_failed(A, now=0.0)
+    asked: list[Backend] = []
+    assert p.pick(b"x", usable=lambda b: asked.append(b) is None) == B
+    assert asked == [B]
+
+
+def test_ruling_out_a_backend_moves_only_its_source_hash_clients() -> None:
+    p = pool(A, B, C, algorithm="source-hash")
+    keys = [f"203.0.113.{i}".encode() for i in range(200)]
+    before = {key: p.pick(key) for key in keys}
+    after = {key: p.pick(key, usable=lambda b: b != B) for key in keys}
+    assert all(after[key] == before[key] for key in keys if before[key] != B)
+    assert B in before.values() and B not in after.values()
+
+
+def test_round_robin_keeps_taking_turns_among_the_usable() -> None:
+    p = pool(A, B, C)
+    assert [p.pick(b"x", usable=lambda b: b != B) for _ in range(4)] == [A, C, A, C]

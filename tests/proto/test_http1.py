@@ -250,6 +250,40 @@ def test_a_close_in_the_middle_of_a_request_is_400() -> None:
     assert refused(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\nabc") == 400
 
 
+def test_a_content_length_over_the_body_limit_is_413_once_the_head_is_parsed() -> None:
+    """RFC 9110 §15.5.14: 413 for content larger than the server will process, before reading it."""
+    limits = Limits(max_body_bytes=10)
+    head = b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n"
+    assert refused(head % 11, limits=limits) == 413
+    assert parse(head % 10 + b"0123456789", RequestParser(limits=limits))[1:] == [
+        Data(b"0123456789"),
+        EndOfMessage(),
+    ]
+
+
+def test_a_chunked_body_is_refused_at_the_chunk_that_takes_it_over_the_limit() -> None:
+    parser = RequestParser(limits=Limits(max_body_bytes=10))
+    head = b"POST /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert parse(head + b"6\r\nabcdef\r\n4\r\nghij\r\n", parser)[1:] == [Data(b"abcdefghij")]
+    with pytest.raises(HTTPRequestError) as caught:
+        parser.receive_data(b"1\r\n")  # announced: none of its data is handed out
+    assert caught.value.status == 413
+    assert caught.value.title in ("Request Entity Too Large", "Content Too Large")
+    assert not parser.keep_alive
+
+
+def test_the_body_limit_counts_each_request_on_a_connection_afresh() -> None:
+    chunked = b"POST /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n0\r\n\r\n"
+    events = parse(chunked * 3, RequestParser(limits=Limits(max_body_bytes=8)))
+    assert events.count(EndOfMessage()) == 3
+
+
+def test_a_body_limit_of_zero_admits_only_bodiless_requests() -> None:
+    limits = Limits(max_body_bytes=0)
+    assert parse(GET, RequestParser(limits=limits))[-1] == EndOfMessage()
+    assert refused(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx", limits=limits) == 413
+
+
 def test_a_refused_connection_stays_refused() -> None:
     """After an error nobody knows where the next request starts, so nothing more is parsed."""
     parser = RequestParser()
@@ -261,9 +295,13 @@ def test_a_refused_connection_stays_refused() -> None:
     assert caught.value.title == "Bad Request"
 
 
+BODY_LIMIT = 8
+
+
 def feed_all(wire: bytes, cuts: list[int]) -> tuple[list[Event], int | None]:
     """Feed `wire` cut at `cuts`, then end of input; every exception must be the parser's own."""
-    parser = RequestParser(limits=Limits(max_request_line=64, max_header_bytes=256, max_chunk_line=32))
+    limits = Limits(max_request_line=64, max_header_bytes=256, max_chunk_line=32, max_body_bytes=BODY_LIMIT)
+    parser = RequestParser(limits=limits)
     events: list[Event] = []
     bounds = [0, *sorted({cut % (len(wire) + 1) for cut in cuts}), len(wire)]
     try:
@@ -322,3 +360,4 @@ def test_fuzz_request_like_bytes(pieces: list[bytes], cuts: list[int]) -> None:
     assert status == whole[1]
     if status is None:
         assert events == whole[0]
+    assert all(len(event.data) <= BODY_LIMIT for event in events if isinstance(event, Data))

@@ -33,7 +33,8 @@ from wirelab.proto.balance import Backend as BalancedBackend
 from wirelab.proto.balance import State
 from wirelab.proto.http1 import Request
 from wirelab.proto.sse import ServerSentEvent, SSEDecoder
-from wirelab.proxy.l7 import L7Balancer, L7Config, _upstream_request, l7_config
+from wirelab.proxy.l7 import L7Balancer, _upstream_fields
+from wirelab.proxy.l7config import L7Config, l7_overrides, load_l7_config
 from wirelab.testing import ServerProcess
 
 BIG = 16 << 20
@@ -141,19 +142,18 @@ async def balancer(
     flags = [
         f"127.0.0.1:{b.port}" + (f",weight={weights[i]}" if weights else "") for i, b in enumerate(backends)
     ]
-    config = l7_config(
-        "127.0.0.1:0",
-        flags,
-        algorithm=algorithm,
-        connect_timeout_s=1.0,
-        header_timeout_s=header_timeout_s,
-    )
+    config = l7_config(flags, algorithm=algorithm, connect_timeout=1.0, header_timeout=header_timeout_s)
     lb = L7Balancer(config)
     await lb.start()
     try:
         yield lb
     finally:
         await lb.close()
+
+
+def l7_config(backends: list[str], **flags: Any) -> L7Config:
+    """The configuration `wirelab lb l7 --listen 127.0.0.1:0 --backend ... --FLAG ...` makes."""
+    return load_l7_config(None, l7_overrides({"listen": "127.0.0.1:0", "backends": backends, **flags}))
 
 
 @asynccontextmanager
@@ -271,9 +271,11 @@ async def test_killed_backend_is_ejected_and_idempotent_requests_retried() -> No
         answers = await asyncio.gather(*(client.get(url(lb, "/x")) for _ in range(60)))
         assert all(a.status_code == 200 for a in answers)
         assert {a.text for a in answers} == {"a", "c"}
-        assert lb.pool.state(lb.pool.backends[1]) is State.EJECTED
+        assert lb.pools["default"].state(lb.pools["default"].backends[1]) is State.EJECTED
         metrics = (await client.get(url(lb, "/__metrics"))).text
-        assert f'wirelab_l7_backend_up{{backend="127.0.0.1:{backends[1].port}"}} 0' in metrics
+        assert (
+            f'wirelab_l7_backend_up{{pool="default",backend="127.0.0.1:{backends[1].port}"}} 0' in metrics
+        )
         assert f'wirelab_l7_errors_total{{backend="127.0.0.1:{backends[1].port}"' in metrics
 
 
@@ -288,7 +290,7 @@ async def test_reset_before_answering_retries_only_what_is_safe() -> None:
         for _ in range(3):
             assert (await client.get(url(lb, "/x"))).text == "a"
         assert (await client.post(url(lb, "/x"), headers={"idempotency-key": "k1"})).status_code == 200
-        assert lb.pool.state(lb.pool.backends[1]) is State.EJECTED
+        assert lb.pools["default"].state(lb.pools["default"].backends[1]) is State.EJECTED
         assert lb.metrics.retries >= 1
         alone = await stack.enter_async_context(balancer(slammer))
         refused = await client.post(url(alone, "/x"))  # not idempotent: never replayed
@@ -311,7 +313,7 @@ async def test_metrics_in_prometheus_text_format() -> None:
         backend = f"127.0.0.1:{backends[0].port}"
         assert f'wirelab_l7_responses_total{{backend="{backend}",code="200"}} 1' in metrics
         assert f'wirelab_l7_response_seconds_count{{backend="{backend}"}} 1' in metrics
-        assert f'wirelab_l7_backend_up{{backend="{backend}"}} 1' in metrics
+        assert f'wirelab_l7_backend_up{{pool="default",backend="{backend}"}} 1' in metrics
         assert "# TYPE wirelab_l7_response_seconds histogram" in metrics
 
 
@@ -338,7 +340,7 @@ async def test_websocket_echo_through_the_balancer() -> None:
 
     async with websockets.serve(echo, "127.0.0.1", 0) as server:
         port = next(iter(server.sockets)).getsockname()[1]
-        config = l7_config("127.0.0.1:0", [f"127.0.0.1:{port}"])
+        config = l7_config([f"127.0.0.1:{port}"])
         lb = L7Balancer(config)
         await lb.start()
         try:
@@ -444,15 +446,14 @@ async def test_curl_through_the_balancer(tmp_path: Path) -> None:
 
 def test_config_names_the_bad_value() -> None:
     with pytest.raises(ConfigError, match="algorithm"):
-        l7_config("127.0.0.1:0", ["127.0.0.1:1"], algorithm="hash-header:")
-    with pytest.raises(ConfigError, match="backends"):
-        l7_config("127.0.0.1:0", [])
+        l7_config(["127.0.0.1:1"], algorithm="hash-header:")
+    with pytest.raises(ConfigError, match="pools"):
+        l7_config([])
     with pytest.raises(ConfigError, match=r"backends\[0\].weight"):
-        l7_config("127.0.0.1:0", ["127.0.0.1:1,weight=0"])
-    config = l7_config("127.0.0.1:0", ["127.0.0.1:1"], algorithm="hash-cookie:SID")
-    assert isinstance(config, L7Config)
-    assert config.policy == "source-hash"
-    assert config.hash_on == ("cookie", b"sid")
+        l7_config(["127.0.0.1:1,weight=0"])
+    config = l7_config(["127.0.0.1:1"], algorithm="hash-cookie:SID")
+    assert config.pools[0].policy == "source-hash"
+    assert config.pools[0].hash_on == ("cookie", b"sid")
 
 
 @pytest.fixture
@@ -464,7 +465,7 @@ async def in_front_of_server(server: ServerProcess) -> AsyncIterator[L7Balancer]
 
 @asynccontextmanager
 async def balancer_for(flags: list[str], **options: Any) -> AsyncIterator[L7Balancer]:
-    lb = L7Balancer(l7_config("127.0.0.1:0", flags, **options))
+    lb = L7Balancer(l7_config(flags, **options))
     await lb.start()
     try:
         yield lb
@@ -497,7 +498,7 @@ async def test_wirelab_sse_and_websocket_work_through_unchanged(in_front_of_serv
 
 async def wait_state(lb: L7Balancer, index: int, state: State, within_s: float = 3.0) -> None:
     for _ in range(int(within_s / 0.02)):
-        if lb.pool.state(lb.pool.backends[index]) is state:
+        if lb.pools["default"].state(lb.pools["default"].backends[index]) is state:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"backend {index} did not become {state.value} within {within_s}s")
@@ -507,7 +508,7 @@ async def test_active_checks_take_a_backend_out_and_bring_it_back() -> None:
     """Active HTTP checks: `fall` failed probes mark a backend down, `rise` good ones re-admit it."""
     async with running("a", "b") as backends:
         flags = [f"127.0.0.1:{b.port}" for b in backends]
-        async with balancer_for(flags, check_interval_s=0.05) as lb, httpx.AsyncClient() as client:
+        async with balancer_for(flags, check_interval=0.05) as lb, httpx.AsyncClient() as client:
             await backends[1].stop()
             await wait_state(lb, 1, State.DOWN)
             assert {(await client.get(url(lb, "/x"))).text for _ in range(4)} == {"a"}
@@ -563,8 +564,7 @@ def test_upstream_head_fields() -> None:
             (b"te", b"trailers"),
         ),
     )
-    head = _upstream_request(request, "::1", BalancedBackend("127.0.0.1", 9))
-    fields = dict(head.headers)
+    fields = dict(_upstream_fields(request, "::1", BalancedBackend("127.0.0.1", 9), "http"))
     assert fields[b"forwarded"] == b'for=10.0.0.1, for="[::1]";proto=http;host="example.test:8080"'
     assert fields[b"x-forwarded-for"] == b"::1"
     assert fields[b"via"] == b"1.1 wirelab"
@@ -591,4 +591,4 @@ async def test_a_backend_killed_under_wrk_costs_no_request() -> None:
         assert "Non-2xx" not in report and "Socket errors" not in report, report
         requests = int(re.search(r"(\d+) requests in", report).group(1))  # type: ignore[union-attr]
         assert requests > 100, report
-        assert lb.pool.state(lb.pool.backends[1]) is State.EJECTED
+        assert lb.pools["default"].state(lb.pools["default"].backends[1]) is State.EJECTED

@@ -4,6 +4,7 @@ One task per accepted connection. At `limit()` open connections the loop stops a
 clients wait in the kernel's listen backlog instead of being refused or costing memory here; an
 accept that fails (EMFILE and the like) backs off instead of spinning. The limit is asked for on
 every turn, so a reloaded configuration takes effect at once (call `room()` after changing it).
+`open_streams` turns an accepted socket into asyncio streams, with the TLS handshake if asked.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["Acceptor"]
+__all__ = ["Acceptor", "open_streams"]
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +77,16 @@ class Acceptor:
     def _forget(self, task: asyncio.Task[None]) -> None:
         self.connections.discard(task)
         self._room.set()
+
+
+async def open_streams(
+    sock: socket.socket, *, limit: int, tls: ssl.SSLContext | None = None, handshake_s: float = 10.0
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Streams over an accepted connection; with `tls`, after the server side of the handshake."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limit)
+    protocol = asyncio.StreamReaderProtocol(reader)
+    transport, _ = await loop.connect_accepted_socket(
+        lambda: protocol, sock, ssl=tls, ssl_handshake_timeout=handshake_s if tls else None
+    )
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)

@@ -16,12 +16,15 @@ import asyncio
 import contextlib
 import enum
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from wirelab.net.splice import SPLICE_AVAILABLE, splice_pump
 
-__all__ = ["SPLICE_AVAILABLE", "Outcome", "RelayResult", "copy_pump", "relay"]
+__all__ = ["SPLICE_AVAILABLE", "Outcome", "RelayResult", "Streams", "copy_pump", "relay", "relay_streams"]
+
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 _COPY_BUFFER = 256 << 10
 _POOL_LIMIT = 256
@@ -76,17 +79,40 @@ async def copy_pump(src: socket.socket, dst: socket.socket, note: Callable[[int]
         dst.shutdown(socket.SHUT_WR)
 
 
+async def stream_pump(src: Streams, dst: Streams, note: Callable[[int], None]) -> None:
+    """The stream data path: what `src` reads goes to `dst`, then EOF where the transport can send one."""
+    reader, writer = src[0], dst[1]
+    while data := await reader.read(_COPY_BUFFER):
+        writer.write(data)
+        note(len(data))
+        await writer.drain()
+    with contextlib.suppress(OSError):
+        if writer.can_write_eof():
+            writer.write_eof()
+
+
 async def relay(
     a: socket.socket, b: socket.socket, *, splice: bool = True, idle_timeout: float | None = None
 ) -> RelayResult:
     """Move bytes between `a` and `b` until both directions end; off Linux `splice` means copy."""
-    loop = asyncio.get_running_loop()
     pump = splice_pump if splice and SPLICE_AVAILABLE else copy_pump
+    return await _both_ways(lambda note: pump(a, b, note), lambda note: pump(b, a, note), idle_timeout)
+
+
+async def relay_streams(a: Streams, b: Streams, *, idle_timeout: float | None = None) -> RelayResult:
+    """Move bytes between two stream pairs until both directions end."""
+    return await _both_ways(
+        lambda note: stream_pump(a, b, note), lambda note: stream_pump(b, a, note), idle_timeout
+    )
+
+
+Pump = Callable[[Callable[[int], None]], Coroutine[Any, Any, None]]
+
+
+async def _both_ways(forward: Pump, backward: Pump, idle_timeout: float | None) -> RelayResult:
+    loop = asyncio.get_running_loop()
     flow = _Flow(loop.time())
-    pending = {
-        asyncio.create_task(pump(a, b, flow.noter(0))),
-        asyncio.create_task(pump(b, a, flow.noter(1))),
-    }
+    pending = {asyncio.create_task(forward(flow.noter(0))), asyncio.create_task(backward(flow.noter(1)))}
     outcome = Outcome.DONE
     try:
         while pending and outcome is Outcome.DONE:

@@ -9,7 +9,7 @@ not flap a backend. A passive ejection lasts `eject_s`; time is passed in as `no
 `handle_timer(now)` ends the ejections that are due (re-admitting the backend on trial). With active
 checks a backend that comes back is re-admitted as soon as `rise` probes succeed.
 
-Policies only choose among the backends that are available:
+Policies only choose among the backends that are up and that the caller's `usable` accepts:
 - round-robin is nginx's smooth weighted round-robin (weights interleave rather than burst);
 - least-connections takes the fewest open connections per unit of weight, ties going to the one
   picked least, so sequential short connections still spread by weight;
@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from wirelab.errors import ConfigError
@@ -146,9 +146,18 @@ class Pool:
     def active(self, backend: Backend) -> int:
         return self._members[backend.address].active
 
-    def pick(self, client_key: bytes) -> Backend | None:
-        """The backend for a new connection from `client_key` (its address), or None if none is up."""
-        candidates = [m for m in self._members.values() if m.state is State.UP]
+    def pick(self, client_key: bytes, usable: Callable[[Backend], bool] | None = None) -> Backend | None:
+        """The backend for a new connection from `client_key` (its address), or None if none is up.
+
+        `usable` rules out more backends for this pick only (an open circuit breaker, one that just
+        failed this request); it is asked only about backends that are up, and must not assume that
+        the one it accepts is chosen.
+        """
+        candidates = [
+            m
+            for m in self._members.values()
+            if m.state is State.UP and (usable is None or usable(m.backend))
+        ]
         if not candidates:
             return None
         if self.algorithm == "round-robin":

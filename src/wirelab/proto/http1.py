@@ -9,7 +9,7 @@ memory stays bounded whatever the client sends. Body bytes are handed out as the
 A proxy is where request smuggling happens: two parsers that disagree on where a request ends let an
 attacker hide a second request inside the first one's body. So this parser accepts only the one
 unambiguous reading of RFC 9112 and refuses the rest with `HTTPRequestError`, which carries the status
-to answer (400, 414, 431, 501, 505); the connection must then be closed, because nobody can know
+to answer (400, 413, 414, 431, 501, 505); the connection must then be closed, because nobody can know
 where the next request would start. Refused: Content-Length together with Transfer-Encoding (§6.3),
 more than one Content-Length, anything but digits in one, a Transfer-Encoding whose last coding is
 not chunked, obsolete line folding (§5.2), bare CR or LF line ends (§2.2), whitespace before a
@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import cast
 
 from wirelab.errors import ProtocolError
 
@@ -34,10 +35,14 @@ __all__ = [
     "EndOfMessage",
     "Event",
     "HTTPRequestError",
+    "HTTPResponseError",
     "Headers",
     "Limits",
     "Request",
     "RequestParser",
+    "Response",
+    "ResponseEvent",
+    "ResponseParser",
 ]
 
 Headers = tuple[tuple[bytes, bytes], ...]
@@ -47,7 +52,12 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"[\x21-\x7e]+")
 _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_FIELD_LINE = re.compile(  # name, then the value without the optional whitespace around it
+    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*"
+    rb"((?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?)[ \t]*"
+)
 _DIGITS = re.compile(rb"[0-9]{1,18}")
+_STATUS_LINE = re.compile(rb"HTTP/1\.([0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(;[\t\x20-\x7e\x80-\xff]*)?")
 
 
@@ -64,12 +74,18 @@ class HTTPRequestError(ProtocolError):
         return HTTPStatus(self.status).phrase
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    method: bytes
-    target: bytes
-    version: bytes
-    """b"1.0" or b"1.1"; a later HTTP/1 minor version is read as 1.1, as RFC 9112 §2.3 asks."""
+class HTTPResponseError(ProtocolError):
+    """A backend broke HTTP/1.1: the proxy answers 502 and drops the connection."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class Message:
+    """What requests and responses share: their fields, read by name."""
+
+    __slots__ = ()
     headers: Headers
 
     def values(self, name: bytes) -> list[bytes]:
@@ -82,6 +98,15 @@ class Request:
 
 
 @dataclass(frozen=True, slots=True)
+class Request(Message):
+    method: bytes
+    target: bytes
+    version: bytes
+    """b"1.0" or b"1.1"; a later HTTP/1 minor version is read as 1.1, as RFC 9112 §2.3 asks."""
+    headers: Headers
+
+
+@dataclass(frozen=True, slots=True)
 class Data:
     data: bytes
 
@@ -91,7 +116,18 @@ class EndOfMessage:
     trailers: Headers = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Response(Message):
+    status: int
+    reason: bytes
+    version: bytes
+    """b"1.0" or b"1.1"."""
+    headers: Headers
+
+
 Event = Request | Data | EndOfMessage
+ResponseEvent = Response | Data | EndOfMessage
+AnyEvent = Request | Response | Data | EndOfMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +138,12 @@ class Limits:
     max_header_bytes: int = 65536
     max_headers: int = 100
     max_chunk_line: int = 4096
+    max_body_bytes: int | None = None
+    """None: unlimited. A larger Content-Length is refused with 413 as soon as the head is parsed, a
+    chunked body at the chunk size line that takes it over the limit, before that chunk's data."""
 
 
-class _State(enum.Enum):
+class _State(enum.IntEnum):
     REQUEST_LINE = enum.auto()
     HEADERS = enum.auto()
     LENGTH = enum.auto()
@@ -113,46 +152,49 @@ class _State(enum.Enum):
     CHUNK_END = enum.auto()
     TRAILERS = enum.auto()
     TUNNEL = enum.auto()
+    UNTIL_CLOSE = enum.auto()
     CLOSED = enum.auto()
 
 
-class RequestParser:
-    """Incremental, strict parser of the requests arriving on one client connection."""
+class _MessageParser:
+    """What parsing a request and a response share: the start line's step and the head's framing
+    differ (the subclasses'), the field lines, bodies, chunks and trailers do not."""
 
     def __init__(self, *, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
         self._buffer = bytearray()
         self._state = _State.REQUEST_LINE
         self._error: HTTPRequestError | None = None
-        self._start: tuple[bytes, bytes, bytes] = (b"", b"", b"")
         self._fields: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
         self._remaining = 0
+        self._body_bytes = 0
         self.keep_alive = True
         """Whether another request may follow the current one (RFC 9112 §9.3); false once refused."""
         # Each step consumes what it can: None means it needs more bytes, a list is what it produced.
-        self._steps: dict[_State, Callable[[], list[Event] | None]] = {
-            _State.REQUEST_LINE: self._request_line,
+        self._steps: dict[_State, Callable[[], list[AnyEvent] | None]] = {
+            _State.REQUEST_LINE: self._start_line,
             _State.HEADERS: self._header_line,
             _State.LENGTH: self._length_data,
             _State.CHUNK_SIZE: self._chunk_size,
             _State.CHUNK_DATA: self._chunk_data,
             _State.CHUNK_END: self._chunk_end,
             _State.TRAILERS: self._trailer_line,
+            _State.UNTIL_CLOSE: self._until_close,
         }
 
     @property
     def tunnel(self) -> bool:
-        """True after a CONNECT request's head (no EndOfMessage follows): the rest is tunnel bytes."""
+        """True after a CONNECT request's head or a 101 response: the rest is another protocol."""
         return self._state is _State.TUNNEL
 
     @property
     def trailing_data(self) -> bytes:
-        """Bytes received after a CONNECT request's head; they belong to the tunnel."""
+        """Bytes received after the head that started a tunnel; they belong to it."""
         return bytes(self._buffer) if self._state is _State.TUNNEL else b""
 
-    def receive_data(self, data: bytes) -> list[Event]:
-        """Feed bytes; b"" means the client closed its side. Returns the events they completed."""
+    def _parse(self, data: bytes) -> list[AnyEvent]:
+        """Feed bytes; b"" means the peer closed its side. Returns the events they completed."""
         if self._error is not None:
             raise self._error
         try:
@@ -161,25 +203,74 @@ class RequestParser:
             self._fail(error)
             raise
 
-    def _events(self, data: bytes) -> list[Event]:
+    def _events(self, data: bytes) -> list[AnyEvent]:
         if not data:
-            self._end_of_input()
-            return []
+            return self._end_of_input()
         if self._state is _State.CLOSED:
             return []
         self._buffer += data
-        events: list[Event] = []
+        events: list[AnyEvent] = []
         while (step := self._steps.get(self._state)) and (produced := step()) is not None:
             events += produced
         return events
 
-    def _end_of_input(self) -> None:
+    def _start_line(self) -> list[AnyEvent] | None:
+        while self._buffer.startswith(b"\r\n"):  # RFC 9112 §2.2: ignore empty lines before a message
+            del self._buffer[:2]
+        head = self._whole_head()
+        if head is not None:
+            self._parse_start(head[0])
+            return self._head(tuple(_parse_field_line(line) for line in head[1:]))
+        line = self._line(self.limits.max_request_line, self._start_line_too_long)
+        if line is None:
+            return None
+        self._parse_start(line)
+        self._fields, self._head_bytes = [], 0
+        self._state = _State.HEADERS
+        return []
+
+    def _whole_head(self) -> list[bytes] | None:
+        """The head's lines at once when it is all buffered, well formed and within the limits: the
+        usual case, in one pass instead of a step per line. Otherwise None, and the line-by-line
+        steps take it (and name what is wrong with it)."""
+        limits = self.limits
+        end = self._buffer.find(b"\r\n\r\n", 0, limits.max_request_line + limits.max_header_bytes + 4)
+        if end < 0:
+            return None
+        head = bytes(self._buffer[:end])
+        crlf = head.count(b"\r\n")
+        if head.count(b"\r") != crlf or head.count(b"\n") != crlf:
+            return None
+        lines = head.split(b"\r\n")
+        if (
+            len(lines[0]) > limits.max_request_line
+            or len(lines) > limits.max_headers + 1
+            or end - len(lines[0]) > limits.max_header_bytes
+        ):
+            return None
+        del self._buffer[: end + 4]
+        return lines
+
+    def _parse_start(self, line: bytes) -> None:
+        raise NotImplementedError
+
+    def _start_line_too_long(self) -> HTTPRequestError:
+        raise NotImplementedError
+
+    def _head(self, fields: Headers) -> list[AnyEvent]:
+        """The message the head makes; its framing decides the state that follows."""
+        raise NotImplementedError
+
+    def _end_of_input(self) -> list[AnyEvent]:
         if self._state in (_State.TUNNEL, _State.CLOSED):
-            return
+            return []
+        if self._state is _State.UNTIL_CLOSE:
+            self._state = _State.CLOSED
+            return [EndOfMessage()]
         if self._state is _State.REQUEST_LINE and not self._buffer.strip(b"\r\n"):
             self._state = _State.CLOSED
-            return
-        raise HTTPRequestError(400, "the connection closed in the middle of a request")
+            return []
+        raise HTTPRequestError(400, "the connection closed in the middle of a message")
 
     def _fail(self, error: HTTPRequestError) -> None:
         self._error = error
@@ -202,23 +293,6 @@ class RequestParser:
             raise HTTPRequestError(400, "a bare CR inside a line")
         return line
 
-    def _request_line(self) -> list[Event] | None:
-        while self._buffer.startswith(b"\r\n"):  # RFC 9112 §2.2: ignore empty lines before a request
-            del self._buffer[:2]
-        line = self._line(self.limits.max_request_line, self._request_line_too_long)
-        if line is None:
-            return None
-        self._start = _parse_request_line(line)
-        self._fields, self._head_bytes = [], 0
-        self._state = _State.HEADERS
-        return []
-
-    def _request_line_too_long(self) -> HTTPRequestError:
-        method, space, _ = bytes(self._buffer[:64]).partition(b" ")
-        if space and _TOKEN.fullmatch(method):
-            return HTTPRequestError(414, f"the request line is over {self.limits.max_request_line} bytes")
-        return HTTPRequestError(400, "this does not start like an HTTP request")
-
     def _field_line(self) -> tuple[bytes, bytes] | bytes | None:
         """A parsed field line, b"" for the empty line ending the section, None until complete."""
         budget = self.limits.max_header_bytes - self._head_bytes
@@ -233,32 +307,30 @@ class RequestParser:
     def _fields_too_large(self) -> HTTPRequestError:
         return HTTPRequestError(431, f"the header fields are over {self.limits.max_header_bytes} bytes")
 
-    def _header_line(self) -> list[Event] | None:
+    def _header_line(self) -> list[AnyEvent] | None:
         field = self._field_line()
         if isinstance(field, tuple):
             self._fields.append(field)
             return []
         if field is None:
             return None
-        request = Request(*self._start, tuple(self._fields))
-        self._frame(request)
-        return [request]
+        return self._head(tuple(self._fields))
 
-    def _frame(self, request: Request) -> None:
-        """Choose how the body ends (RFC 9112 §6.3) and whether the connection persists (§9.3)."""
-        _check_host(request)
-        connection = request.tokens(b"connection")
-        if request.version == b"1.0":
-            self.keep_alive = b"keep-alive" in connection
-        else:
-            self.keep_alive = b"close" not in connection
-        if request.method == b"CONNECT":
-            self._state = _State.TUNNEL
-            return
-        chunked, self._remaining = _body_framing(request)
+    def _body(self, message: Request | Response) -> None:
+        """Enter the body as Content-Length or chunked framing says (RFC 9112 §6.3)."""
+        chunked, self._remaining = _body_framing(message)
+        self._body_bytes = 0
+        self._count_body(self._remaining)
         self._state = _State.CHUNK_SIZE if chunked else _State.LENGTH
 
-    def _length_data(self) -> list[Event] | None:
+    def _count_body(self, size: int) -> None:
+        """Add `size` announced body bytes; past `max_body_bytes` the request is refused."""
+        self._body_bytes += size
+        limit = self.limits.max_body_bytes
+        if limit is not None and self._body_bytes > limit:
+            raise HTTPRequestError(413, f"the request body is over {limit} bytes")
+
+    def _length_data(self) -> list[AnyEvent] | None:
         if not self._remaining:
             return [self._end_message(())]
         return [self._take_data()] if self._buffer else None
@@ -269,7 +341,7 @@ class RequestParser:
         self._remaining -= len(data)
         return Data(data)
 
-    def _chunk_size(self) -> list[Event] | None:
+    def _chunk_size(self) -> list[AnyEvent] | None:
         line = self._line(self.limits.max_chunk_line, self._chunk_line_too_long)
         if line is None:
             return None
@@ -277,6 +349,7 @@ class RequestParser:
         if match is None:
             raise HTTPRequestError(400, f"bad chunk size line {line[:40]!r}")
         self._remaining = int(match[1], 16)
+        self._count_body(self._remaining)
         if self._remaining:
             self._state = _State.CHUNK_DATA
         else:
@@ -287,7 +360,7 @@ class RequestParser:
     def _chunk_line_too_long(self) -> HTTPRequestError:
         return HTTPRequestError(400, f"a chunk size line is over {self.limits.max_chunk_line} bytes")
 
-    def _chunk_data(self) -> list[Event] | None:
+    def _chunk_data(self) -> list[AnyEvent] | None:
         if not self._buffer:
             return None
         data = self._take_data()
@@ -295,7 +368,7 @@ class RequestParser:
             self._state = _State.CHUNK_END
         return [data]
 
-    def _chunk_end(self) -> list[Event] | None:
+    def _chunk_end(self) -> list[AnyEvent] | None:
         if not self._buffer or self._buffer == b"\r":
             return None
         if not self._buffer.startswith(b"\r\n"):
@@ -304,7 +377,7 @@ class RequestParser:
         self._state = _State.CHUNK_SIZE
         return []
 
-    def _trailer_line(self) -> list[Event] | None:
+    def _trailer_line(self) -> list[AnyEvent] | None:
         field = self._field_line()
         if isinstance(field, tuple):
             self._fields.append(field)
@@ -313,6 +386,13 @@ class RequestParser:
             return None
         return [self._end_message(tuple(self._fields))]
 
+    def _until_close(self) -> list[AnyEvent] | None:
+        if not self._buffer:
+            return None
+        data = Data(bytes(self._buffer))
+        self._buffer.clear()
+        return [data]
+
     def _end_message(self, trailers: Headers) -> EndOfMessage:
         if self.keep_alive:
             self._state = _State.REQUEST_LINE
@@ -320,6 +400,95 @@ class RequestParser:
             self._state = _State.CLOSED
             self._buffer.clear()
         return EndOfMessage(trailers)
+
+
+class RequestParser(_MessageParser):
+    """Incremental, strict parser of the requests arriving on one client connection."""
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes; b"" means the client closed its side. Returns the events they completed."""
+        return cast("list[Event]", self._parse(data))
+
+    def _parse_start(self, line: bytes) -> None:
+        self._request_line = _parse_request_line(line)
+
+    def _start_line_too_long(self) -> HTTPRequestError:
+        method, space, _ = bytes(self._buffer[:64]).partition(b" ")
+        if space and _TOKEN.fullmatch(method):
+            return HTTPRequestError(414, f"the request line is over {self.limits.max_request_line} bytes")
+        return HTTPRequestError(400, "this does not start like an HTTP request")
+
+    def _head(self, fields: Headers) -> list[AnyEvent]:
+        request = Request(*self._request_line, fields)
+        _check_host(request)
+        self.keep_alive = _persistent(request)
+        if request.method == b"CONNECT":
+            self._state = _State.TUNNEL
+            return [request]
+        self._body(request)
+        return [request]
+
+
+class ResponseParser(_MessageParser):
+    """Incremental, strict parser of the responses arriving on one backend connection.
+
+    Call `expect(method)` before each response, so that a HEAD response is known to have no body. A
+    backend that breaks HTTP raises `HTTPResponseError`: answer 502 and drop the connection.
+    """
+
+    _method = b"GET"
+    _status_line: tuple[int, bytes, bytes] = (0, b"", b"")
+
+    @property
+    def idle(self) -> bool:
+        """Between responses on a connection that may carry another (nothing unread buffered)."""
+        return self._state is _State.REQUEST_LINE and self.keep_alive and not self._buffer
+
+    def expect(self, method: bytes) -> None:
+        """The method of the request the next response answers."""
+        self._method = method
+
+    def receive_data(self, data: bytes) -> list[ResponseEvent]:
+        """Feed bytes; b"" means the backend closed, which ends a body that runs to the close."""
+        try:
+            return cast("list[ResponseEvent]", self._parse(data))
+        except HTTPRequestError as error:
+            raise HTTPResponseError(error.detail) from None
+
+    def _parse_start(self, line: bytes) -> None:
+        match = _STATUS_LINE.fullmatch(line)
+        if match is None:
+            raise HTTPRequestError(502, f"not an HTTP/1.x status line: {line[:40]!r}")
+        self._status_line = (int(match[2]), match[3] or b"", b"1.0" if match[1] == b"0" else b"1.1")
+
+    def _start_line_too_long(self) -> HTTPRequestError:
+        return HTTPRequestError(502, f"the status line is over {self.limits.max_request_line} bytes")
+
+    def _end_of_input(self) -> list[AnyEvent]:
+        if self._state in (_State.REQUEST_LINE, _State.CLOSED) and not self._buffer:
+            raise HTTPRequestError(502, "the backend closed the connection before it answered")
+        return super()._end_of_input()
+
+    def _head(self, fields: Headers) -> list[AnyEvent]:
+        """RFC 9112 §6.3 for responses: no body after HEAD or for 1xx, 204 and 304; 101 hands the
+        connection over; without Content-Length or chunked the body runs to the close."""
+        response = Response(*self._status_line, fields)
+        self.keep_alive = _persistent(response)
+        if response.status == 101:
+            self._state = _State.TUNNEL
+            return [response]
+        if response.status < 200:
+            self._state = _State.REQUEST_LINE  # the final response follows
+            return [response]
+        if self._method == b"HEAD" or response.status in (204, 304):
+            return [response, self._end_message(())]
+        codings = response.tokens(b"transfer-encoding")
+        if codings[-1:] != [b"chunked"] and (codings or not response.values(b"content-length")):
+            self.keep_alive = False
+            self._state = _State.UNTIL_CLOSE
+            return [response]
+        self._body(response)
+        return [response]
 
 
 def _parse_request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
@@ -341,7 +510,10 @@ def _parse_request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
 
 
 def _parse_field_line(line: bytes) -> tuple[bytes, bytes]:
-    """RFC 9112 §5: name ":" OWS value OWS; no folding (§5.2), no space before the colon (§5.1)."""
+    """RFC 9112 §5: name ":" OWS value OWS; no folding (§5.2), no space before the colon (§5.1).
+    One match for a good line; a bad one is taken apart to say what is wrong with it."""
+    if match := _FIELD_LINE.fullmatch(line):
+        return match[1].lower(), match[2]
     if line[:1] in (b" ", b"\t"):
         raise HTTPRequestError(400, "obsolete line folding (a field line starting with whitespace)")
     name, colon, value = line.partition(b":")
@@ -353,6 +525,12 @@ def _parse_field_line(line: bytes) -> tuple[bytes, bytes]:
     return name.lower(), value
 
 
+def _persistent(message: Request | Response) -> bool:
+    """RFC 9112 §9.3: whether the connection may carry another message after this one."""
+    connection = message.tokens(b"connection")
+    return b"keep-alive" in connection if message.version == b"1.0" else b"close" not in connection
+
+
 def _check_host(request: Request) -> None:
     """RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host; none may have two."""
     hosts = len(request.values(b"host"))
@@ -360,7 +538,7 @@ def _check_host(request: Request) -> None:
         raise HTTPRequestError(400, "an HTTP/1.1 request needs exactly one Host field")
 
 
-def _body_framing(request: Request) -> tuple[bool, int]:
+def _body_framing(request: Request | Response) -> tuple[bool, int]:
     """(chunked, length) of the body, refusing every framing two parsers could read differently."""
     lengths = request.values(b"content-length")
     codings = request.tokens(b"transfer-encoding")
@@ -377,7 +555,7 @@ def _body_framing(request: Request) -> tuple[bool, int]:
     return False, int(lengths[0])
 
 
-def _check_codings(request: Request, codings: list[bytes]) -> bool:
+def _check_codings(request: Request | Response, codings: list[bytes]) -> bool:
     if request.version == b"1.0":
         raise HTTPRequestError(400, "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)")
     if codings[-1] != b"chunked" or b"chunked" in codings[:-1] or b"" in codings:

@@ -17,7 +17,7 @@ __all__ = ["lb"]
 
 @click.group()
 def lb() -> None:
-    """Load balancers: layer 4 (TCP) and layer 7 (HTTP/1.1)."""
+    """Load balancers: layer 4 (TCP) and layer 7 (HTTP/1.1 and HTTP/2)."""
 
 
 @lb.command()
@@ -100,102 +100,110 @@ def l4(config_path: Path | None, backends: tuple[str, ...], **flags: Any) -> Non
 
 
 @lb.command()
-@click.option("--listen", required=True, help="HOST:PORT to accept clients on (port 0: any free).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A TOML file with every setting: pools, routes, TLS, limits, breaker "
+    "(see wirelab.proxy.l7config); flags override its keys.",
+)
+@click.option(
+    "--listen", help="HOST:PORT to accept clients on (port 0: any free).  [default: from --config]"
+)
 @click.option(
     "--backend",
     "backends",
     multiple=True,
-    required=True,
     metavar="HOST:PORT[,weight=N]",
-    help="A backend (repeat for each).",
+    help="A backend of the pool named default (repeat for each).",
 )
 @click.option(
     "--algorithm",
-    default="round-robin",
-    show_default=True,
     metavar="round-robin|least-outstanding|hash-header:NAME|hash-cookie:NAME",
-    help="How to pick a backend for each request; the hashes are sticky.",
+    help="How the default pool picks a backend for each request; the hashes are sticky.  "
+    "[default: round-robin]",
 )
-@click.option("--connect-timeout", default=2.0, show_default=True, help="Seconds to connect to a backend.")
+@click.option(
+    "--tls-name",
+    "tls_names",
+    multiple=True,
+    metavar="NAME",
+    help="Terminate TLS (ALPN h2 and http/1.1) with a certificate for NAME from the lab's CA "
+    "(.wirelab/ca; see `wirelab ca`); repeat for more names.",
+)
+@click.option("--connect-timeout", type=float, help="Seconds to connect to a backend.  [default: 2]")
 @click.option(
     "--idle-timeout",
-    default=300.0,
-    show_default=True,
-    help="Seconds without a byte inside a request body or an upgraded (WebSocket) connection.",
+    type=float,
+    help="Seconds without a byte inside a request body or an upgraded (WebSocket) connection.  "
+    "[default: 300]",
 )
 @click.option(
     "--header-timeout",
-    default=10.0,
-    show_default=True,
-    help="Seconds for a request head to arrive (also how long a keep-alive client may idle).",
+    type=float,
+    help="Seconds for a request head to arrive (also how long a keep-alive client may idle).  "
+    "[default: 10]",
 )
 @click.option(
     "--max-connections",
-    default=10000,
-    show_default=True,
-    help="Open client connections; more wait in the backlog.",
+    type=int,
+    help="Open client connections; more wait in the backlog.  [default: 10000]",
+)
+@click.option(
+    "--max-header-bytes", type=int, help="Bytes of request header fields; more: 431.  [default: 65536]"
+)
+@click.option(
+    "--max-body-bytes", type=int, help="Bytes of a request body; more: 413; 0: unlimited.  [default: 0]"
+)
+@click.option(
+    "--drain-timeout", type=float, help="Seconds SIGTERM lets requests in flight finish.  [default: 10]"
 )
 @click.option(
     "--check-interval",
-    default=0.0,
-    show_default=True,
-    help="Seconds between active HTTP checks (GET --check-path); 0: passive checks only.",
+    type=float,
+    help="Seconds between active HTTP checks (GET --check-path); 0: passive checks only.  [default: 0]",
 )
-@click.option("--check-path", default="/", show_default=True, help="The path active checks GET.")
+@click.option("--check-path", help="The path active checks GET.  [default: /]")
 @click.option(
     "--metrics-path",
-    default="/__metrics",
-    show_default=True,
-    help="Where the listener serves Prometheus metrics; an empty value turns them off.",
+    help="Where the listener serves Prometheus metrics; an empty value turns them off.  "
+    "[default: /__metrics]",
 )
-@click.option("--eject", default=10.0, show_default=True, help="Seconds a failing backend is kept out.")
-def l7(
-    listen: str,
-    backends: tuple[str, ...],
-    algorithm: str,
-    connect_timeout: float,
-    idle_timeout: float,
-    header_timeout: float,
-    max_connections: int,
-    check_interval: float,
-    check_path: str,
-    metrics_path: str,
-    eject: float,
-) -> None:
-    """Run the layer 7 (HTTP/1.1) balancer: each request goes to a backend, over pooled connections.
+@click.option("--eject", type=float, help="Seconds a failing backend is kept out.  [default: 10]")
+def l7(config_path: Path | None, **flags: Any) -> None:
+    """Run the layer 7 (HTTP) balancer: each request goes to a backend, over pooled connections.
+
+    Clients speak HTTP/1.1, or HTTP/2 (over TLS by ALPN, or in clear with prior knowledge);
+    backends speak HTTP/1.1. Requests are routed by host and path prefix to pools (--config);
+    idempotent requests are retried on another backend when one fails.
 
     \b
     Example: wirelab lb l7 --listen 127.0.0.1:8080 --backend 127.0.0.1:9001 --backend 127.0.0.1:9002
-    Idempotent requests are retried on another backend when one fails; SIGTERM or Ctrl-C stops it.
+             wirelab lb l7 --config lb.toml
+    SIGTERM or Ctrl-C: stop accepting, let requests in flight finish (--drain-timeout), exit.
+    SIGHUP: read --config again and apply it to new requests; open connections are not dropped.
     """
     import asyncio
     import logging
 
     from wirelab.errors import ConfigError
-    from wirelab.proxy.l7 import l7_config, serve
+    from wirelab.proxy.l7 import serve
+    from wirelab.proxy.l7config import l7_overrides, load_l7_config
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="wirelab lb l7: %(message)s")
+    flags["tls_names"] = list(flags["tls_names"]) or None
     try:
-        config = l7_config(
-            listen,
-            backends,
-            algorithm=algorithm,
-            connect_timeout_s=connect_timeout,
-            idle_timeout_s=idle_timeout,
-            header_timeout_s=header_timeout,
-            max_connections=max_connections,
-            check_interval_s=check_interval or None,
-            check_path=check_path,
-            metrics_path=metrics_path or None,
-            eject_s=eject,
-        )
+        overrides = l7_overrides(flags)
+        load_l7_config(config_path, overrides)  # refuse a bad configuration before anything starts
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(serve(config))
+            runner.run(serve(lambda: load_l7_config(config_path, overrides)))
     except OSError as exc:
         raise click.ClickException(f"cannot listen: {exc}") from None
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _overrides(flags: dict[str, Any], backends: list[dict[str, Any]]) -> dict[str, Any]:

@@ -27,7 +27,6 @@ checked alike and every error names the bad key as it is spelled in the file (`b
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,15 @@ from typing import Any
 
 from wirelab.errors import ConfigError
 from wirelab.proto.balance import ALGORITHMS, Backend, HealthPolicy
+from wirelab.proxy.settings import (
+    check_table,
+    choice,
+    load_raw,
+    number,
+    parse_address,
+    parse_backend,
+    parse_backend_flag,
+)
 
 __all__ = ["L4Config", "load_config", "parse_address", "parse_backend_flag", "parse_config"]
 
@@ -51,8 +59,6 @@ _TOP: dict[str, type] = {
     "health": dict,
 }
 _HEALTH: dict[str, type] = {"interval": float, "rise": int, "fall": int, "eject": float}
-_BACKEND: dict[str, type] = {"address": str, "weight": int}
-_TYPE_NAMES = {str: "a string", float: "a number", int: "an integer", list: "an array", dict: "a table"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,107 +77,35 @@ class L4Config:
 
 
 def load_config(path: Path | None, overrides: Mapping[str, Any]) -> L4Config:
-    """Read `path` (if any), lay the flags' `overrides` over it (health keys one by one), validate."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"{path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-    for key, value in overrides.items():
-        if key == "health" and isinstance(raw.get("health"), dict):
-            raw["health"] = {**raw["health"], **value}
-        else:
-            raw[key] = value
-    return parse_config(raw)
+    """Read `path` (if any), lay the flags' `overrides` over it (a table's keys one by one), validate."""
+    return parse_config(load_raw(path, overrides))
 
 
 def parse_config(raw: Mapping[str, Any]) -> L4Config:
     """Validate the raw mapping; a ConfigError names the first bad key."""
-    _check(raw, _TOP, "")
+    check_table(raw, _TOP, "")
     health = raw.get("health", {})
-    _check(health, _HEALTH, "health.")
+    check_table(health, _HEALTH, "health.")
     if "listen" not in raw:
         raise ConfigError("listen: required (HOST:PORT)")
     backends = raw.get("backends", [])
     if not backends:
         raise ConfigError("backends: at least one backend is required")
-    protocol = _choice(raw, "proxy_protocol", ("v1", "v2", "none"), "none")
+    protocol = choice(raw, "proxy_protocol", ("v1", "v2", "none"), "none")
     return L4Config(
         listen=parse_address(raw["listen"], "listen", allow_zero=True),
-        backends=tuple(_backend(entry, f"backends[{index}]") for index, entry in enumerate(backends)),
-        algorithm=_choice(raw, "algorithm", ALGORITHMS, "round-robin"),
-        splice=_choice(raw, "mode", ("splice", "copy"), "splice") == "splice",
+        backends=tuple(parse_backend(entry, f"backends[{index}]") for index, entry in enumerate(backends)),
+        algorithm=choice(raw, "algorithm", ALGORITHMS, "round-robin"),
+        splice=choice(raw, "mode", ("splice", "copy"), "splice") == "splice",
         proxy_protocol=None if protocol == "none" else protocol,
-        connect_timeout_s=_number(raw, "connect_timeout", 2.0),
-        idle_timeout_s=_number(raw, "idle_timeout", 300.0, allow_zero=True) or None,
-        max_connections=int(_number(raw, "max_connections", 10000)),
-        drain_timeout_s=_number(raw, "drain_timeout", 10.0, allow_zero=True),
-        check_interval_s=_number(health, "interval", 0.0, allow_zero=True, where="health.") or None,
+        connect_timeout_s=number(raw, "connect_timeout", 2.0),
+        idle_timeout_s=number(raw, "idle_timeout", 300.0, allow_zero=True) or None,
+        max_connections=int(number(raw, "max_connections", 10000)),
+        drain_timeout_s=number(raw, "drain_timeout", 10.0, allow_zero=True),
+        check_interval_s=number(health, "interval", 0.0, allow_zero=True, where="health.") or None,
         health=HealthPolicy(
-            rise=int(_number(health, "rise", 2, where="health.")),
-            fall=int(_number(health, "fall", 3, where="health.")),
-            eject_s=_number(health, "eject", 10.0, where="health."),
+            rise=int(number(health, "rise", 2, where="health.")),
+            fall=int(number(health, "fall", 3, where="health.")),
+            eject_s=number(health, "eject", 10.0, where="health."),
         ),
     )
-
-
-def parse_address(text: str, key: str, *, allow_zero: bool = False) -> tuple[str, int]:
-    """HOST:PORT, the host in brackets if it is IPv6 ([::1]:80)."""
-    host, sep, port = text.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not (0 if allow_zero else 1) <= int(port) <= 65535:
-        raise ConfigError(f"{key}: {text!r} is not HOST:PORT")
-    return host, int(port)
-
-
-def parse_backend_flag(text: str) -> dict[str, Any]:
-    """A --backend flag, HOST:PORT or HOST:PORT,weight=N, as the raw table the file would hold."""
-    address, _, options = text.partition(",")
-    entry: dict[str, Any] = {"address": address}
-    if options:
-        name, _, value = options.partition("=")
-        if name != "weight" or not value.isdigit():
-            raise ConfigError(f"--backend: {text!r} is not HOST:PORT or HOST:PORT,weight=N")
-        entry["weight"] = int(value)
-    return entry
-
-
-def _check(table: Mapping[str, Any], schema: Mapping[str, type], where: str) -> None:
-    for key, value in table.items():
-        expected = schema.get(key)
-        if expected is None:
-            raise ConfigError(f"{where}{key}: unknown setting (known: {', '.join(schema)})")
-        numeric = expected is float and isinstance(value, int)
-        if isinstance(value, bool) or not (isinstance(value, expected) or numeric):
-            raise ConfigError(f"{where}{key}: expected {_TYPE_NAMES[expected]}, got {value!r}")
-
-
-def _backend(entry: Any, where: str) -> Backend:
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: expected a table with address and weight")
-    _check(entry, _BACKEND, f"{where}.")
-    if "address" not in entry:
-        raise ConfigError(f"{where}.address: required (HOST:PORT)")
-    host, port = parse_address(entry["address"], f"{where}.address")
-    return Backend(host, port, int(_number(entry, "weight", 1, where=f"{where}.")))
-
-
-def _choice(table: Mapping[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
-    value: str = table.get(key, default)
-    if value not in choices:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
-    return value
-
-
-def _number(
-    table: Mapping[str, Any], key: str, default: float, *, allow_zero: bool = False, where: str = ""
-) -> float:
-    """The number at `key` (its type already checked), which must be > 0, or >= 0 where 0 means "off"."""
-    value: float = table.get(key, default)
-    if value < 0 or (value == 0 and not allow_zero):
-        limit = "0 (off) or more" if allow_zero else "greater than 0"
-        raise ConfigError(f"{where}{key}: must be {limit}, got {value!r}")
-    return value

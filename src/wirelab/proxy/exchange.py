@@ -11,21 +11,21 @@ import asyncio
 import contextlib
 import json
 import logging
-import socket
+import math
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from http import HTTPStatus
 
-import h11
-
 from wirelab.errors import WirelabError
-from wirelab.proto.http1 import Data, Event, HTTPRequestError, Limits, Request, RequestParser
+from wirelab.net.relay import Streams
+from wirelab.proto.http1 import Data, EndOfMessage, Event, HTTPRequestError, Limits, Request, RequestParser
 
 __all__ = [
     "PSEUDONYM",
     "RECV_BYTES",
     "ClientConnection",
     "GatewayError",
+    "H1Downstream",
     "answer_requests",
     "end_to_end",
     "persistent",
@@ -62,21 +62,52 @@ class GatewayError(WirelabError):
 
 
 class ClientConnection:
-    """One client connection: its socket, its parser, and the events parsed but not yet handled."""
+    """One client connection: its streams, its parser, and the events parsed but not yet handled.
 
-    def __init__(self, sock: socket.socket, limits: Limits, idle_timeout: float) -> None:
-        self.sock = sock
+    Reads are bounded by a deadline (`within`, else the idle timeout) that costs a float per read:
+    one timer per connection, re-armed only when it fires before the current deadline. An expired
+    deadline aborts the transport, and the read that was waiting raises TimeoutError.
+    """
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        limits: Limits,
+        idle_timeout: float,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
         self.parser = RequestParser(limits=limits)
         self.answered = False
         self._idle_timeout = idle_timeout
         self._pending: deque[Event] = deque()
+        self._loop = asyncio.get_running_loop()
+        self._deadline = math.inf
+        self._timer: asyncio.TimerHandle | None = None
+        self.timed_out = False
+        self._unread = b""
 
-    async def next_event(self) -> Event | None:
+    def unread(self, data: bytes) -> None:
+        """Give back bytes `read` returned (the listener sniffed them for the HTTP/2 preface)."""
+        self._unread = data
+
+    async def read(self, within: float | None = None) -> bytes:
+        """What the client sent next, within `within` seconds (else the idle timeout); b"" at EOF."""
+        if self._unread:
+            data, self._unread = self._unread, b""
+            return data
+        self._arm(within or self._idle_timeout)
+        data = await self.reader.read(RECV_BYTES)
+        self._deadline = math.inf
+        if self.timed_out:
+            raise TimeoutError("the client sent nothing in time")
+        return data
+
+    async def next_event(self, within: float | None = None) -> Event | None:
         """The next event, reading as needed; None when the client closed between requests."""
-        loop = asyncio.get_running_loop()
         while not self._pending:
-            async with asyncio.timeout(self._idle_timeout):
-                data = await loop.sock_recv(self.sock, RECV_BYTES)
+            data = await self.read(within)
             self._pending.extend(self.parser.receive_data(data))
             if not data and not self._pending:
                 return None
@@ -89,24 +120,115 @@ class ClientConnection:
 
     async def send(self, data: bytes) -> None:
         self.answered = True
-        await asyncio.get_running_loop().sock_sendall(self.sock, data)
+        self.writer.write(data)
+        await self.writer.drain()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.writer.close()
+
+    def _arm(self, seconds: float) -> None:
+        self._deadline = self._loop.time() + seconds
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._deadline == math.inf:
+            return
+        if self._loop.time() < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._expire)
+            return
+        self.timed_out = True
+        self.writer.transport.abort()
+
+
+class H1Downstream:
+    """A response going back on an HTTP/1.1 connection (the `Downstream` of `wirelab.proxy.downstream`).
+
+    What `respond` and `send` produce is buffered and written by `flush`, so a small response goes out
+    in one write; bodies are re-framed (chunked when the backend gave no length and the client speaks
+    1.1; otherwise the close ends them).
+    """
+
+    def __init__(self, client: ClientConnection, request: Request, *, scheme: str) -> None:
+        self.client = client
+        self.request = request
+        self.scheme = scheme
+        self.has_body = bool(request.values(b"transfer-encoding")) or request.values(
+            b"content-length"
+        ) not in ([], [b"0"])
+        self._out = bytearray()
+        self._chunked = False
+        self._close = False
+
+    @property
+    def answered(self) -> bool:
+        return self.client.answered
+
+    def body(self) -> AsyncIterator[bytes]:
+        return self.client.body()
+
+    async def respond(self, status: int, reason: bytes, headers: Sequence[tuple[bytes, bytes]]) -> None:
+        if status < 200:
+            if status == 100 and self.request.version == b"1.1":
+                self._out += b"HTTP/1.1 100 Continue\r\n\r\n"
+            return
+        head, self._chunked, self._close = response_head(
+            self.request, status, reason, headers, keep_alive=persistent(self.request)
+        )
+        self._out += head
+
+    async def send(self, data: bytes) -> None:
+        if self._chunked:
+            self._out += b"%x\r\n%b\r\n" % (len(data), data)
+        else:
+            self._out += data
+        if len(self._out) >= RECV_BYTES:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self._out:
+            data = bytes(self._out)
+            self._out.clear()
+            await self.client.send(data)
+
+    async def finish(self) -> bool:
+        if self._chunked:
+            self._out += b"0\r\n\r\n"
+        await self.flush()
+        return not self._close
+
+    async def switch(self, status_line: bytes, headers: Sequence[tuple[bytes, bytes]]) -> Streams:
+        """Pass a 101 answer on whole; the connection then belongs to the upgraded protocol."""
+        fields = b"".join(n + b": " + v + b"\r\n" for n, v in headers)
+        await self.client.send(status_line + fields + b"via: 1.1 " + PSEUDONYM + b"\r\n\r\n")
+        return self.client.reader, self.client.writer
 
 
 def response_head(
-    request: Request, response: h11.Response, *, keep_alive: bool
+    request: Request,
+    status: int,
+    reason: bytes,
+    headers: Iterable[tuple[bytes, bytes]],
+    *,
+    keep_alive: bool,
+    version: bytes = b"1.1",
 ) -> tuple[bytes, bool, bool]:
-    """The head for the client, and whether its body is chunked and the connection closes after it."""
-    fields = end_to_end(response.headers)
-    has_body = request.method != b"HEAD" and response.status_code not in (204, 304)
+    """The head for the client, and whether its body is chunked and the connection closes after it;
+    `version` is the backend's, for Via."""
+    fields = end_to_end(headers)
+    has_body = request.method != b"HEAD" and status not in (204, 304)
     sized = any(name == b"content-length" for name, _ in fields)
     chunked = has_body and not sized and request.version == b"1.1"
     close = not keep_alive or (has_body and not sized and not chunked)
-    fields.append((b"via", response.http_version + b" " + PSEUDONYM))
+    fields.append((b"via", version + b" " + PSEUDONYM))
     if chunked:
         fields.append((b"transfer-encoding", b"chunked"))
     fields.append((b"connection", b"close" if close else b"keep-alive"))
-    status = b"HTTP/1.1 %d %b\r\n" % (response.status_code, response.reason)
-    return status + b"".join(n + b": " + v + b"\r\n" for n, v in fields) + b"\r\n", chunked, close
+    start = b"HTTP/1.1 %d %b\r\n" % (status, reason)
+    return start + b"".join(n + b": " + v + b"\r\n" for n, v in fields) + b"\r\n", chunked, close
 
 
 def end_to_end(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -134,17 +256,19 @@ def problem_response(status: int, detail: str) -> bytes:
 
 async def answer_requests(
     client: ClientConnection,
-    next_request: Callable[[], Awaitable[object]],
     exchange: Callable[[Request], Awaitable[bool]],
+    *,
+    header_timeout: float | None = None,
 ) -> None:
     """Answer one client connection's requests in turn while `exchange` says it may carry another.
 
-    A refused request (ours: HTTPRequestError; the far end's: GatewayError) is answered with a
-    problem document unless its answer had begun, and ends the connection: after a refusal its
-    framing cannot be trusted. A connection that fails or times out just ends.
+    Each request head must arrive within `header_timeout` (the defence against slowloris). A refused
+    request (ours: HTTPRequestError; the far end's: GatewayError) is answered with a problem document
+    unless its answer had begun, and ends the connection: after a refusal its framing cannot be
+    trusted. A connection that fails or times out just ends.
     """
     try:
-        while isinstance(request := await next_request(), Request):
+        while isinstance(request := await _next_request(client, header_timeout), Request):
             client.answered = False
             if not await exchange(request):
                 break
@@ -153,8 +277,15 @@ async def answer_requests(
         if not client.answered:
             with contextlib.suppress(OSError):
                 await client.send(problem_response(error.status, error.detail))
-    except (OSError, TimeoutError, h11.ProtocolError) as error:
+    except (OSError, TimeoutError) as error:
         log.debug("connection ended: %r", error)
+
+
+async def _next_request(client: ClientConnection, within: float | None) -> Event | None:
+    """The next request head, past what is left of the previous request (its end, at least)."""
+    while isinstance(event := await client.next_event(within), Data | EndOfMessage):
+        pass
+    return event
 
 
 def persistent(request: Request) -> bool:

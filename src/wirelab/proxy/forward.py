@@ -6,13 +6,13 @@ raw TCP tunnel (which is how `https://` URLs go through it, TLS end to end). A r
 (`GET /path`) was meant for a reverse proxy or a server, and is refused with a 400 saying so.
 
 Each client connection has a strict `RequestParser` (our smuggling defences) and, per request, a fresh
-upstream connection spoken to through h11. The request body and the response run as two tasks at
-once, so bodies stream both ways with at most one read buffer in memory, and an origin's early
-`100 Continue` reaches the client. Hop-by-hop fields (RFC 9110 §7.6.1) are dropped, `Via` is added in
-both directions, and the response is re-framed for the client: its Content-Length kept, otherwise
-chunked for HTTP/1.1 or delimited by closing for HTTP/1.0. A tunnel is `wirelab.net.relay`, which
-carries a half-close across: a FIN from one side becomes a FIN to the other, and the reverse
-direction keeps flowing.
+upstream connection, through which the request goes as the layer 7 balancer's do
+(`wirelab.proxy.upstream.exchange`): the body and the response stream both ways at once, and an
+origin's early `100 Continue` reaches the client. Hop-by-hop fields (RFC 9110 §7.6.1) are dropped,
+`Via` is added in both directions, and the response is re-framed for the client: its Content-Length
+kept, otherwise chunked for HTTP/1.1 or delimited by closing for HTTP/1.0. A tunnel is
+`wirelab.net.relay_streams`, which carries a half-close across: a FIN from one side becomes a FIN to
+the other, and the reverse direction keeps flowing.
 """
 
 from __future__ import annotations
@@ -24,20 +24,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
-import h11
-
-from wirelab.net import relay
+from wirelab.net.acceptor import open_streams
+from wirelab.net.relay import relay_streams
+from wirelab.proto.balance import Backend
 from wirelab.proto.http1 import HTTPRequestError, Limits, Request
 from wirelab.proxy.exchange import (
     PSEUDONYM,
     RECV_BYTES,
     ClientConnection,
     GatewayError,
+    H1Downstream,
     answer_requests,
     end_to_end,
-    persistent,
-    response_head,
 )
+from wirelab.proxy.upstream import BackendFailed, Upstream, exchange, request_head
 
 __all__ = ["ForwardProxy", "GatewayError", "serve_forward_proxy"]
 
@@ -64,11 +64,16 @@ class ForwardProxy:
 
     async def handle(self, sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client = ClientConnection(sock, self.limits, self.idle_timeout)
-        with sock:
-            await answer_requests(
-                client, client.next_event, lambda request: self._exchange(client, request)
-            )
+        try:
+            reader, writer = await open_streams(sock, limit=RECV_BYTES)
+        except BaseException:
+            sock.close()
+            raise
+        client = ClientConnection(reader, writer, self.limits, self.idle_timeout)
+        try:
+            await answer_requests(client, lambda request: self._exchange(client, request))
+        finally:
+            client.close()
 
     async def _exchange(self, client: ClientConnection, request: Request) -> bool:
         """Answer one request; True if the client connection may carry another."""
@@ -78,36 +83,53 @@ class ForwardProxy:
             return False
         origin = _origin(request)
         upstream = await self._connect(origin.host, origin.port)
-        with upstream:
-            return await _forward(client, request, origin, upstream)
+        downstream = H1Downstream(client, request, scheme="http")
+        fields = [(b"host", origin.authority)]
+        fields += (field for field in end_to_end(request.headers) if field[0] != b"host")
+        fields += [(b"via", request.version + b" " + PSEUDONYM), (b"connection", b"close")]
+        head = request_head(request, origin.target, fields, has_body=downstream.has_body)
+        try:
+            return await exchange(request, head, upstream, downstream, idle_timeout_s=self.idle_timeout)
+        except BackendFailed as failure:
+            raise GatewayError(502, f"the origin failed: {failure}") from None
+        finally:
+            upstream.close()
 
     async def _tunnel(self, client: ClientConnection, request: Request) -> None:
         host, port = _authority(request.target)
         upstream = await self._connect(host, port)
-        with upstream:
+        try:
             await client.send(b"HTTP/1.1 200 Connection Established\r\nvia: 1.1 wirelab\r\n\r\n")
             if early := client.parser.trailing_data:
-                await asyncio.get_running_loop().sock_sendall(upstream, early)
-            result = await relay(client.sock, upstream, idle_timeout=self.idle_timeout)
-            log.info(
-                "tunnel %s:%d %s: %d bytes up, %d down",
-                host,
-                port,
-                result.outcome.value,
-                result.forward,
-                result.backward,
+                upstream.writer.write(early)
+            result = await relay_streams(
+                (client.reader, client.writer),
+                (upstream.reader, upstream.writer),
+                idle_timeout=self.idle_timeout,
             )
+        finally:
+            upstream.close()
+        log.info(
+            "tunnel %s:%d %s: %d bytes up, %d down",
+            host,
+            port,
+            result.outcome.value,
+            result.forward,
+            result.backward,
+        )
 
-    async def _connect(self, host: str, port: int) -> socket.socket:
+    async def _connect(self, host: str, port: int) -> Upstream:
         try:
             async with asyncio.timeout(self.connect_timeout):
-                return await _open_socket(host, port)
+                sock = await _open_socket(host, port)
+                reader, writer = await asyncio.open_connection(sock=sock, limit=RECV_BYTES)
         except TimeoutError:
             raise GatewayError(
                 504, f"{host}:{port} did not accept within {self.connect_timeout}s"
             ) from None
         except OSError as error:
             raise GatewayError(502, f"cannot connect to {host}:{port}: {error}") from None
+        return Upstream(Backend(host, port), reader, writer)
 
 
 async def _open_socket(host: str, port: int) -> socket.socket:
@@ -126,70 +148,6 @@ async def _open_socket(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
     raise error
-
-
-async def _forward(
-    client: ClientConnection, request: Request, origin: _Origin, upstream: socket.socket
-) -> bool:
-    """Relay the request's body and the origin's response at the same time; True to keep the client."""
-    conn = h11.Connection(h11.CLIENT)
-    await asyncio.get_running_loop().sock_sendall(upstream, conn.send(_upstream_request(request, origin)))
-    response = asyncio.create_task(_relay_response(client, request, conn, upstream))
-    body = asyncio.create_task(_send_body(client, conn, upstream))
-    try:
-        done, _ = await asyncio.wait((response, body), return_when=asyncio.FIRST_EXCEPTION)
-        for task in (response, body):  # the first error wins, the origin's before the client's
-            if task in done:
-                task.result()
-        return await response
-    except h11.RemoteProtocolError as error:
-        raise GatewayError(502, f"the origin broke HTTP/1.1: {error}") from None
-    finally:
-        response.cancel()
-        body.cancel()
-        await asyncio.gather(response, body, return_exceptions=True)
-
-
-async def _send_body(client: ClientConnection, conn: h11.Connection, upstream: socket.socket) -> None:
-    loop = asyncio.get_running_loop()
-    async for data in client.body():
-        await loop.sock_sendall(upstream, conn.send(h11.Data(data=data)))
-    await loop.sock_sendall(upstream, conn.send(h11.EndOfMessage()))
-
-
-async def _relay_response(
-    client: ClientConnection, request: Request, conn: h11.Connection, upstream: socket.socket
-) -> bool:
-    loop = asyncio.get_running_loop()
-    chunked = close = False
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await loop.sock_recv(upstream, RECV_BYTES))
-        elif isinstance(event, h11.InformationalResponse):
-            if event.status_code == 100 and request.version == b"1.1":
-                await client.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-        elif isinstance(event, h11.Response):
-            head, chunked, close = response_head(request, event, keep_alive=persistent(request))
-            await client.send(head)
-        elif isinstance(event, h11.Data):
-            await client.send(b"%x\r\n%b\r\n" % (len(event.data), event.data) if chunked else event.data)
-        elif isinstance(event, h11.EndOfMessage):
-            if chunked:
-                await client.send(b"0\r\n\r\n")
-            return not close
-        else:
-            raise GatewayError(502, "the origin closed before it answered")
-
-
-def _upstream_request(request: Request, origin: _Origin) -> h11.Request:
-    """RFC 9112 §3.2.2: Host from the URL; RFC 9110 §7.6: hop-by-hop fields dropped, Via added."""
-    fields = (field for field in end_to_end(request.headers) if field[0] != b"host")
-    headers = [(b"host", origin.authority), *fields]
-    if request.values(b"transfer-encoding"):  # the parser admits only "chunked"; h11 re-chunks it
-        headers.append((b"transfer-encoding", b"chunked"))
-    headers += [(b"via", request.version + b" " + PSEUDONYM), (b"connection", b"close")]
-    return h11.Request(method=request.method, target=origin.target, headers=headers)
 
 
 def _origin(request: Request) -> _Origin:

@@ -7,8 +7,10 @@ renders them as text; nothing is sent anywhere.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 
 from wirelab.proto.balance import Pool, State
+from wirelab.proto.breaker import Breakers, Circuit
 
 __all__ = ["BUCKETS", "Metrics"]
 
@@ -35,7 +37,7 @@ class Metrics:
         self.latency[backend][0] += seconds
         self.latency[backend][1] += 1
 
-    def render(self, pool: Pool, upstream_opened: int) -> bytes:
+    def render(self, pools: Mapping[str, Pool], breakers: Breakers, upstream_opened: int) -> bytes:
         lines = [
             "# HELP wirelab_l7_responses_total Responses relayed, per backend and status code.",
             "# TYPE wirelab_l7_responses_total counter",
@@ -67,17 +69,26 @@ class Metrics:
                 f'wirelab_l7_response_seconds_sum{{backend="{backend}"}} {total:.6f}',
                 f'wirelab_l7_response_seconds_count{{backend="{backend}"}} {int(count)}',
             ]
+        members = [(name, pool, b) for name, pool in sorted(pools.items()) for b in pool.backends]
         lines += [
-            "# HELP wirelab_l7_backend_up 1 if the backend takes requests.",
+            "# HELP wirelab_l7_backend_up 1 if the backend takes requests (health checks).",
             "# TYPE wirelab_l7_backend_up gauge",
-        ]
-        lines += [
-            f'wirelab_l7_backend_up{{backend="{b.address}"}} {int(pool.state(b) is State.UP)}'
-            for b in pool.backends
-        ]
-        lines += ["# TYPE wirelab_l7_backend_outstanding gauge"]
-        lines += [
-            f'wirelab_l7_backend_outstanding{{backend="{b.address}"}} {pool.active(b)}'
-            for b in pool.backends
+            *(
+                f'wirelab_l7_backend_up{{pool="{name}",backend="{b.address}"}} '
+                f"{int(p.state(b) is State.UP)}"
+                for name, p, b in members
+            ),
+            "# TYPE wirelab_l7_backend_outstanding gauge",
+            *(
+                f'wirelab_l7_backend_outstanding{{pool="{name}",backend="{b.address}"}} {p.active(b)}'
+                for name, p, b in members
+            ),
+            "# HELP wirelab_l7_breaker_open 1 while the backend's circuit breaker is open or half-open.",
+            "# TYPE wirelab_l7_breaker_open gauge",
+            *(
+                f'wirelab_l7_breaker_open{{backend="{address}"}} '
+                f"{int(breakers[address].circuit is not Circuit.CLOSED)}"
+                for address in sorted({b.address for _, _, b in members})
+            ),
         ]
         return ("\n".join(lines) + "\n").encode()

@@ -1,62 +1,69 @@
-"""Keep-alive connections to backends for the layer 7 balancer: one h11 client per socket, pooled.
+"""Talking to an HTTP/1.1 backend: pooled keep-alive connections, and one request's trip through one.
 
-Theory of operation: an `Upstream` is one TCP connection to one backend with its h11 client state
-machine; the balancer sends a request through it and reads the response as h11 events. When both
-sides of the exchange are done (h11's DONE/DONE), `UpstreamPool.release` starts h11's next cycle and
-keeps the socket idle for the next request to that backend; anything else (a close, a switch to
-another protocol, an error) closes it. An idle socket may have been closed by its backend while it
-waited, so `acquire` first peeks at it without blocking: a pending EOF or error means it is dead and
-the next one is tried, and only then is a new connection opened. A request can still race a close
-the peek did not see; `Upstream.reused` tells the balancer that such a failure says nothing about the
-backend's health.
+Theory of operation: an `Upstream` is one TCP connection to one backend, read through asyncio streams
+and our strict `ResponseParser`. `UpstreamPool` lends them out: an idle connection whose backend
+closed it while it waited is already at EOF (the transport saw the FIN) and is discarded, so only a
+close racing the request itself gets through; `Upstream.reused` tells the balancer that such a
+failure says nothing about the backend's health.
+
+`exchange` forwards a request whose head the caller built: bodyless requests (the common case) run in
+the caller's task; with a body, the body and the response run as two tasks at once, so both stream
+(a backend may answer before it has read everything). The request body goes as it came when it has
+a Content-Length and chunked otherwise; the response is handed to the `Downstream` as events, and
+before each wait on the backend what is buffered goes to the client, which is what lets Server-Sent
+Events through one by one. Failures of the backend raise `BackendFailed`, saying whether the client
+already had a response head (after which nothing can be retried or answered).
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections import defaultdict, deque
-from typing import cast
 
-import h11
-
+from wirelab.net.relay import relay_streams
 from wirelab.proto.balance import Backend
+from wirelab.proto.http1 import Data, EndOfMessage, HTTPResponseError, Request, Response, ResponseParser
+from wirelab.proxy.downstream import Downstream
 from wirelab.proxy.exchange import RECV_BYTES
 from wirelab.proxy.l4 import open_tcp
 
-__all__ = ["Upstream", "UpstreamPool", "probe"]
+__all__ = ["BackendFailed", "Upstream", "UpstreamPool", "exchange", "probe", "request_head"]
+
+
+class BackendFailed(Exception):
+    """The backend broke the exchange: `kind` is reset, protocol or timeout; `answered` says whether the
+    client already had a response head."""
+
+    def __init__(self, kind: str, detail: str, *, answered: bool) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.answered = answered
 
 
 class Upstream:
     """One connection to `backend`; `reused` is true when an earlier request went through it."""
 
-    def __init__(self, backend: Backend, sock: socket.socket) -> None:
+    def __init__(
+        self, backend: Backend, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.backend = backend
-        self.sock = sock
-        self.conn = h11.Connection(h11.CLIENT)
+        self.reader = reader
+        self.writer = writer
+        self.parser = ResponseParser()
         self.reused = False
+        self.status = 0
+        """The status of the last final response read through it (for the metrics)."""
 
-    async def send(self, event: h11.Event) -> None:
-        data = self.conn.send(event)
-        if data:
-            await asyncio.get_running_loop().sock_sendall(self.sock, data)
-
-    async def receive(self) -> None:
-        """Read once from the backend into h11 (EOF included, which h11 turns into ConnectionClosed)."""
-        self.conn.receive_data(await asyncio.get_running_loop().sock_recv(self.sock, RECV_BYTES))
-
-    async def next_event(self) -> h11.Event | type[h11.PAUSED]:
-        """The next h11 event from the backend, reading as needed."""
-        while (event := self.conn.next_event()) is h11.NEED_DATA:
-            await self.receive()
-        return cast("h11.Event | type[h11.PAUSED]", event)
+    async def events(self) -> list[Response | Data | EndOfMessage]:
+        """Read once from the backend and parse (EOF included)."""
+        return self.parser.receive_data(await self.reader.read(RECV_BYTES))
 
     @property
     def reusable(self) -> bool:
-        return self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
+        return self.parser.idle and not self.writer.is_closing() and not self.reader.at_eof()
 
     def close(self) -> None:
-        self.sock.close()
+        self.writer.close()
 
 
 class UpstreamPool:
@@ -74,12 +81,12 @@ class UpstreamPool:
         idle = self._idle[backend.address]
         while idle:
             upstream = idle.pop()
-            if _alive(upstream.sock):
+            if upstream.reusable:
                 return upstream
             upstream.close()
-        sock = await open_tcp(backend.host, backend.port, within_s=self.connect_timeout_s)
+        upstream = await connect(backend, within_s=self.connect_timeout_s)
         self.opened += 1
-        return Upstream(backend, sock)
+        return upstream
 
     def release(self, upstream: Upstream) -> None:
         """Keep `upstream` for the next request if its exchange ended cleanly; close it otherwise."""
@@ -87,7 +94,6 @@ class UpstreamPool:
         if not upstream.reusable or len(idle) >= self.max_idle:
             upstream.close()
             return
-        upstream.conn.start_next_cycle()
         upstream.reused = True
         idle.append(upstream)
 
@@ -103,29 +109,116 @@ class UpstreamPool:
         self._idle.clear()
 
 
+async def connect(backend: Backend, *, within_s: float) -> Upstream:
+    sock = await open_tcp(backend.host, backend.port, within_s=within_s)
+    try:
+        reader, writer = await asyncio.open_connection(sock=sock, limit=RECV_BYTES)
+    except BaseException:
+        sock.close()
+        raise
+    return Upstream(backend, reader, writer)
+
+
+def request_head(
+    request: Request, target: bytes, fields: list[tuple[bytes, bytes]], *, has_body: bool
+) -> bytes:
+    """The request line and `fields` as HTTP/1.1 sends them; a body without a length goes chunked."""
+    if has_body and not request.values(b"content-length"):
+        fields.append((b"transfer-encoding", b"chunked"))
+    lines = b"".join(name + b": " + value + b"\r\n" for name, value in fields)
+    return b"%b %b HTTP/1.1\r\n%b\r\n" % (request.method, target, lines)
+
+
+async def exchange(
+    request: Request, head: bytes, upstream: Upstream, downstream: Downstream, *, idle_timeout_s: float
+) -> bool:
+    """Forward one request (its head already built) and relay the answer; True to keep the client."""
+    upstream.parser.expect(request.method)
+    upstream.writer.write(head)
+    if not downstream.has_body:
+        return await _response(request, upstream, downstream, idle_timeout_s)
+    response = asyncio.create_task(_response(request, upstream, downstream, idle_timeout_s))
+    body = asyncio.create_task(_body(request, upstream, downstream))
+    try:
+        done, _ = await asyncio.wait((response, body), return_when=asyncio.FIRST_EXCEPTION)
+        for task in (response, body):  # the backend's error wins over the client's
+            if task in done:
+                task.result()
+        return await response
+    finally:
+        response.cancel()
+        body.cancel()
+        await asyncio.gather(response, body, return_exceptions=True)
+
+
+async def _body(request: Request, upstream: Upstream, downstream: Downstream) -> None:
+    chunked = not request.values(b"content-length")
+    writer = upstream.writer
+    try:
+        async for data in downstream.body():
+            writer.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
+            await writer.drain()
+        if chunked:
+            writer.write(b"0\r\n\r\n")
+        await writer.drain()
+    except OSError as error:
+        raise BackendFailed(
+            "reset", f"{type(error).__name__}: {error}", answered=downstream.answered
+        ) from None
+
+
+async def _response(
+    request: Request, upstream: Upstream, downstream: Downstream, idle_timeout_s: float
+) -> bool:
+    while True:
+        try:
+            events = await upstream.events()
+        except HTTPResponseError as error:
+            raise BackendFailed("protocol", error.detail, answered=downstream.answered) from None
+        except OSError as error:
+            kind = f"{type(error).__name__}: {error}"
+            raise BackendFailed("reset", kind, answered=downstream.answered) from None
+        for event in events:
+            if isinstance(event, Data):
+                await downstream.send(event.data)
+            elif isinstance(event, Response):
+                upstream.status = event.status
+                if event.status == 101:
+                    return await _switch(event, upstream, downstream, idle_timeout_s)
+                await downstream.respond(event.status, event.reason, event.headers)
+            else:
+                return await downstream.finish()
+        await downstream.flush()
+
+
+async def _switch(
+    event: Response, upstream: Upstream, downstream: Downstream, idle_timeout_s: float
+) -> bool:
+    """101 Switching Protocols (a WebSocket): pass the head on, then relay raw bytes both ways."""
+    switch = getattr(downstream, "switch", None)
+    if switch is None:
+        raise BackendFailed("protocol", "a protocol switch on an HTTP/2 stream", answered=False)
+    client = await switch(b"HTTP/1.1 101 %b\r\n" % (event.reason or b"Switching Protocols"), event.headers)
+    if trailing := upstream.parser.trailing_data:
+        client[1].write(trailing)
+    await relay_streams(client, (upstream.reader, upstream.writer), idle_timeout=idle_timeout_s)
+    return False
+
+
 async def probe(backend: Backend, path: str, *, within_s: float) -> bool:
     """An active health check: GET `path` on a fresh connection; healthy if answered below 500 in time."""
-    head = h11.Request(
-        method="GET", target=path, headers=[("host", backend.address), ("connection", "close")]
-    )
     try:
         async with asyncio.timeout(within_s):
-            upstream = Upstream(backend, await open_tcp(backend.host, backend.port, within_s=within_s))
-            with upstream.sock:
-                await upstream.send(head)
-                await upstream.send(h11.EndOfMessage())
-                event = await upstream.next_event()
-    except (OSError, TimeoutError, h11.ProtocolError):
+            upstream = await connect(backend, within_s=within_s)
+            try:
+                upstream.writer.write(
+                    b"GET %b HTTP/1.1\r\nhost: %b\r\nconnection: close\r\n\r\n"
+                    % (path.encode(), backend.address.encode())
+                )
+                while not (events := await upstream.events()):
+                    pass
+            finally:
+                upstream.close()
+    except (OSError, TimeoutError, HTTPResponseError):
         return False
-    return isinstance(event, h11.Response) and event.status_code < 500
-
-
-def _alive(sock: socket.socket) -> bool:
-    """An idle HTTP connection has nothing to read: EOF, an error or stray bytes all mean discard it."""
-    try:
-        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    return False
+    return isinstance(events[0], Response) and events[0].status < 500
