@@ -374,6 +374,40 @@ def lb(duration: int, impls: tuple[str, ...], json_path: Path | None) -> None:
     _exit(lambda: run_lb(plan, json_path=json_path, console=console, progress=progress), console)
 
 
+@bench.command()
+@click.option(
+    "--duration",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 600),
+    help="Seconds of wrk per row.",
+)
+@click.option(
+    "--connections",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="wrk's keep-alive HTTP/1.1 connections.",
+)
+@_JSON_OPTION
+def sidecar(duration: int, connections: int, json_path: Path | None) -> None:
+    """Drive nginx with wrk straight over HTTP/1.1 (direct-h1) and through `wirelab sidecar`, which
+    carries every request over one HTTP/2 connection (sidecar-h2), and compare.
+
+    Per row: requests/s and the ratio to direct, p50/p99 latency, the upstream TCP connections nginx
+    saw (from its log), the sidecar's CPU share, and errors. Needs Debian's nginx and wrk.
+    Exit status 1 if a row had errors.
+    """
+    from wirelab.bench.sidecar import SidecarPlan, missing_peers, run_sidecar
+
+    missing = missing_peers()
+    if missing:
+        raise click.ClickException("; ".join(missing))
+    plan = SidecarPlan(duration_s=duration, connections=connections)
+    console, progress = _consoles()
+    _exit(lambda: run_sidecar(plan, json_path=json_path, console=console, progress=progress), console)
+
+
 def _consoles() -> tuple[Console, Progress]:
     """The table on stdout (wide enough when it is not a terminal), progress on stderr."""
     from rich.console import Console
