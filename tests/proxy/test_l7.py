@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import json
 import re
 import shutil
@@ -17,158 +16,34 @@ import signal
 import socket
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import h11
 import httpx
 import pytest
 import websockets
 
 from tests.helpers import unavailable
+from tests.proxy.l7_backends import (
+    BIG,
+    BIG_SHA256,
+    PIECE,
+    SSE_GAP_S,
+    Backend,
+    balancer,
+    l7_config,
+    running,
+    url,
+)
 from wirelab.errors import ConfigError
 from wirelab.proto.balance import Backend as BalancedBackend
 from wirelab.proto.balance import State
 from wirelab.proto.http1 import Request
 from wirelab.proto.sse import ServerSentEvent, SSEDecoder
 from wirelab.proxy.l7 import L7Balancer, _upstream_fields
-from wirelab.proxy.l7config import L7Config, l7_overrides, load_l7_config
 from wirelab.testing import ServerProcess
-
-BIG = 16 << 20
-PIECE = bytes(range(256)) * 256  # 64 KiB
-BIG_SHA256 = hashlib.sha256(PIECE * (BIG // len(PIECE))).hexdigest()
-SSE_GAP_S = 0.3
-
-
-class Backend:
-    """An h11 server on 127.0.0.1; `stop` closes the listener and every open connection."""
-
-    def __init__(self, name: str, *, slam: bool = False) -> None:
-        self.name = name
-        self.slam = slam
-        """Reset every connection as soon as a request head arrives, answering nothing."""
-        self.ids = itertools.count(1)
-        self.writers: set[asyncio.StreamWriter] = set()
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> Backend:
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            for writer in self.writers:
-                writer.transport.abort()
-            await self.server.wait_closed()
-            self.server = None
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn, number = h11.Connection(h11.SERVER), next(self.ids)
-        self.writers.add(writer)
-        try:
-            while isinstance(request := await _next(conn, reader), h11.Request):
-                if self.slam:
-                    writer.transport.abort()
-                    return
-                digest, size = hashlib.sha256(), 0
-                while isinstance(event := await _next(conn, reader), h11.Data):
-                    digest.update(event.data)
-                    size += len(event.data)
-                seen = {name.decode(): value.decode() for name, value in request.headers}
-                await self.respond(conn, writer, request, number, seen, digest.hexdigest())
-                if conn.our_state is not h11.DONE:
-                    break
-                conn.start_next_cycle()
-        except (ConnectionError, h11.ProtocolError):
-            pass
-        finally:
-            self.writers.discard(writer)
-            writer.close()
-
-    async def respond(
-        self,
-        conn: h11.Connection,
-        writer: asyncio.StreamWriter,
-        request: h11.Request,
-        number: int,
-        seen: dict[str, str],
-        digest: str,
-    ) -> None:
-        path = request.target.decode()
-        send: Callable[[h11.Event], None] = lambda event: writer.write(conn.send(event) or b"")  # noqa: E731
-        headers = [
-            ("x-backend", self.name),
-            ("x-connection", str(number)),
-            *((f"x-seen-{name}", value) for name, value in seen.items() if name != "content-length"),
-        ]
-        if path == "/download":
-            send(h11.Response(status_code=200, headers=headers))
-            for _ in range(BIG // len(PIECE)):
-                send(h11.Data(data=PIECE))
-                await writer.drain()
-        elif path == "/events":
-            send(h11.Response(status_code=200, headers=[*headers, ("content-type", "text/event-stream")]))
-            for index in range(3):
-                send(h11.Data(data=f"id: {index}\ndata: event {index}\n\n".encode()))
-                await writer.drain()
-                await asyncio.sleep(SSE_GAP_S)
-        else:
-            body = digest.encode() if request.method == b"POST" else self.name.encode()
-            send(h11.Response(status_code=200, headers=[*headers, ("content-length", str(len(body)))]))
-            send(h11.Data(data=body))
-        send(h11.EndOfMessage())
-        await writer.drain()
-
-
-async def _next(conn: h11.Connection, reader: asyncio.StreamReader) -> object:
-    while (event := conn.next_event()) is h11.NEED_DATA:
-        conn.receive_data(await reader.read(1 << 16))
-    return event
-
-
-@asynccontextmanager
-async def balancer(
-    *backends: Backend,
-    algorithm: str = "round-robin",
-    weights: tuple[int, ...] = (),
-    header_timeout_s: float = 10.0,
-) -> AsyncIterator[L7Balancer]:
-    flags = [
-        f"127.0.0.1:{b.port}" + (f",weight={weights[i]}" if weights else "") for i, b in enumerate(backends)
-    ]
-    config = l7_config(flags, algorithm=algorithm, connect_timeout=1.0, header_timeout=header_timeout_s)
-    lb = L7Balancer(config)
-    await lb.start()
-    try:
-        yield lb
-    finally:
-        await lb.close()
-
-
-def l7_config(backends: list[str], **flags: Any) -> L7Config:
-    """The configuration `wirelab lb l7 --listen 127.0.0.1:0 --backend ... --FLAG ...` makes."""
-    return load_l7_config(None, l7_overrides({"listen": "127.0.0.1:0", "backends": backends, **flags}))
-
-
-@asynccontextmanager
-async def running(*names: str) -> AsyncIterator[list[Backend]]:
-    async with AsyncExitStack() as stack:
-        found = []
-        for name in names:
-            backend = await Backend(name).start()
-            stack.push_async_callback(backend.stop)
-            found.append(backend)
-        yield found
-
-
-def url(lb: L7Balancer, path: str = "/") -> str:
-    return f"http://127.0.0.1:{lb.address[1]}{path}"
 
 
 async def test_keep_alive_on_both_sides() -> None:

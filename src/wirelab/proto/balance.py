@@ -23,7 +23,7 @@ import enum
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from wirelab.errors import ConfigError
 
@@ -46,12 +46,13 @@ class Backend:
     host: str
     port: int
     weight: int = 1
+    address: str = field(init=False, compare=False, repr=False)
+    """HOST:PORT, the backend's identity across reloads: a weight change keeps its state and counts.
+    Made once: the balancers look it up several times per request."""
 
-    @property
-    def address(self) -> str:
-        """The backend's identity across reloads: a weight change keeps its state and counts."""
+    def __post_init__(self) -> None:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        object.__setattr__(self, "address", f"{host}:{self.port}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -316,9 +316,9 @@ class _MessageParser:
             return None
         return self._head(tuple(self._fields))
 
-    def _body(self, message: Request | Response) -> None:
+    def _body(self, version: bytes, framing: _Framing) -> None:
         """Enter the body as Content-Length or chunked framing says (RFC 9112 §6.3)."""
-        chunked, self._remaining = _body_framing(message)
+        chunked, self._remaining = _body_framing(version, framing)
         self._body_bytes = 0
         self._count_body(self._remaining)
         self._state = _State.CHUNK_SIZE if chunked else _State.LENGTH
@@ -420,12 +420,14 @@ class RequestParser(_MessageParser):
 
     def _head(self, fields: Headers) -> list[AnyEvent]:
         request = Request(*self._request_line, fields)
-        _check_host(request)
-        self.keep_alive = _persistent(request)
+        framing = _Framing(fields)
+        if framing.hosts > 1 or (framing.hosts == 0 and request.version == b"1.1"):
+            raise HTTPRequestError(400, "an HTTP/1.1 request needs exactly one Host field (RFC 9112 §3.2)")
+        self.keep_alive = framing.persistent(request.version)
         if request.method == b"CONNECT":
             self._state = _State.TUNNEL
             return [request]
-        self._body(request)
+        self._body(request.version, framing)
         return [request]
 
 
@@ -473,7 +475,8 @@ class ResponseParser(_MessageParser):
         """RFC 9112 §6.3 for responses: no body after HEAD or for 1xx, 204 and 304; 101 hands the
         connection over; without Content-Length or chunked the body runs to the close."""
         response = Response(*self._status_line, fields)
-        self.keep_alive = _persistent(response)
+        framing = _Framing(fields)
+        self.keep_alive = framing.persistent(response.version)
         if response.status == 101:
             self._state = _State.TUNNEL
             return [response]
@@ -482,12 +485,12 @@ class ResponseParser(_MessageParser):
             return [response]
         if self._method == b"HEAD" or response.status in (204, 304):
             return [response, self._end_message(())]
-        codings = response.tokens(b"transfer-encoding")
-        if codings[-1:] != [b"chunked"] and (codings or not response.values(b"content-length")):
+        codings = framing.codings
+        if codings[-1:] != [b"chunked"] and (codings or not framing.lengths):
             self.keep_alive = False
             self._state = _State.UNTIL_CLOSE
             return [response]
-        self._body(response)
+        self._body(response.version, framing)
         return [response]
 
 
@@ -525,27 +528,38 @@ def _parse_field_line(line: bytes) -> tuple[bytes, bytes]:
     return name.lower(), value
 
 
-def _persistent(message: Request | Response) -> bool:
-    """RFC 9112 §9.3: whether the connection may carry another message after this one."""
-    connection = message.tokens(b"connection")
-    return b"keep-alive" in connection if message.version == b"1.0" else b"close" not in connection
+class _Framing:
+    """The fields a head's framing depends on, found in one pass over it."""
+
+    __slots__ = ("codings", "connection", "hosts", "lengths")
+
+    def __init__(self, fields: Headers) -> None:
+        self.hosts = 0
+        self.connection: list[bytes] = []
+        self.lengths: list[bytes] = []
+        self.codings: list[bytes] = []
+        for name, value in fields:
+            if name == b"host":
+                self.hosts += 1
+            elif name == b"connection":
+                self.connection += (item.strip(b" \t").lower() for item in value.split(b","))
+            elif name == b"content-length":
+                self.lengths.append(value)
+            elif name == b"transfer-encoding":
+                self.codings += (item.strip(b" \t").lower() for item in value.split(b","))
+
+    def persistent(self, version: bytes) -> bool:
+        """RFC 9112 §9.3: whether the connection may carry another message after this one."""
+        return b"keep-alive" in self.connection if version == b"1.0" else b"close" not in self.connection
 
 
-def _check_host(request: Request) -> None:
-    """RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host; none may have two."""
-    hosts = len(request.values(b"host"))
-    if hosts > 1 or (hosts == 0 and request.version == b"1.1"):
-        raise HTTPRequestError(400, "an HTTP/1.1 request needs exactly one Host field")
-
-
-def _body_framing(request: Request | Response) -> tuple[bool, int]:
+def _body_framing(version: bytes, framing: _Framing) -> tuple[bool, int]:
     """(chunked, length) of the body, refusing every framing two parsers could read differently."""
-    lengths = request.values(b"content-length")
-    codings = request.tokens(b"transfer-encoding")
+    lengths, codings = framing.lengths, framing.codings
     if codings and lengths:
         raise HTTPRequestError(400, "both Content-Length and Transfer-Encoding (RFC 9112 §6.3)")
     if codings:
-        return _check_codings(request, codings), 0
+        return _check_codings(version, codings), 0
     if len(lengths) > 1:
         raise HTTPRequestError(400, "more than one Content-Length")
     if not lengths:
@@ -555,8 +569,8 @@ def _body_framing(request: Request | Response) -> tuple[bool, int]:
     return False, int(lengths[0])
 
 
-def _check_codings(request: Request | Response, codings: list[bytes]) -> bool:
-    if request.version == b"1.0":
+def _check_codings(version: bytes, codings: list[bytes]) -> bool:
+    if version == b"1.0":
         raise HTTPRequestError(400, "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)")
     if codings[-1] != b"chunked" or b"chunked" in codings[:-1] or b"" in codings:
         raise HTTPRequestError(400, "Transfer-Encoding must end with chunked, once (RFC 9112 §6.3)")

@@ -30,6 +30,7 @@ __all__ = [
     "end_to_end",
     "persistent",
     "problem_response",
+    "replayable",
     "response_head",
 ]
 
@@ -286,6 +287,15 @@ async def _next_request(client: ClientConnection, within: float | None) -> Event
     while isinstance(event := await client.next_event(within), Data | EndOfMessage):
         pass
     return event
+
+
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
+
+
+def replayable(request: Request, *, has_body: bool) -> bool:
+    """Whether a proxy may send this request again after a failure that left its outcome unknown:
+    idempotent (RFC 9110 §9.2.2), or carrying an Idempotency-Key, and with no body to resend."""
+    return not has_body and (request.method in _IDEMPOTENT or bool(request.values(b"idempotency-key")))
 
 
 def persistent(request: Request) -> bool:

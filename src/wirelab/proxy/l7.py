@@ -48,6 +48,7 @@ from wirelab.proxy.exchange import (
     H1Downstream,
     answer_requests,
     end_to_end,
+    replayable,
 )
 from wirelab.proxy.h2front import serve_h2
 from wirelab.proxy.l7config import L7Config, PoolConfig, TLSSettings
@@ -58,8 +59,6 @@ __all__ = ["L7Balancer", "serve"]
 
 log = logging.getLogger("wirelab.proxy.l7")
 
-_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
-_FORWARDING = frozenset({b"x-forwarded-for", b"forwarded", b"x-forwarded-proto"})
 H2_PREFACE = b"PRI * HTTP/2.0\r\n"
 
 
@@ -139,6 +138,8 @@ class L7Balancer:
             pools[pool.name] = kept
         self.pools = pools
         self.breakers.update(config.breaker, (b.address for p in config.pools for b in p.backends))
+        self._pool_configs = {pool.name: pool for pool in config.pools}
+        self._metrics_path = None if config.metrics_path is None else config.metrics_path.encode()
         self._tls = _tls_context(config.tls) if config.tls else None
         self.config = config
 
@@ -200,15 +201,19 @@ class L7Balancer:
 
     async def handle(self, request: Request, downstream: Downstream, peer: str) -> bool:
         """Answer one request, retrying it elsewhere while that is safe; True to keep the connection."""
-        if self.config.metrics_path is not None and _path(request) == self.config.metrics_path.encode():
+        path = request.target.partition(b"?")[0]
+        if path == self._metrics_path:
             return await self._serve_metrics(request, downstream)
-        name = self.config.routes.match(_host(request), request.target)
+        host = _host(request)
+        name = self.config.routes.match(host, path)
         if name is None:
-            raise GatewayError(404, f"no route for host {_host(request)!r} and path {_path(request)!r}")
+            raise GatewayError(404, f"no route for host {host!r} and path {path.decode('latin-1')!r}")
         self.in_flight += 1
         self._idle.clear()
         try:
-            keep = await self._forward(request, downstream, peer, self.pools[name], self._pool_config(name))
+            keep = await self._forward(
+                request, downstream, peer, self.pools[name], self._pool_configs[name]
+            )
         finally:
             self.in_flight -= 1
             if not self.in_flight:
@@ -218,9 +223,7 @@ class L7Balancer:
     async def _forward(
         self, request: Request, downstream: Downstream, peer: str, pool: Pool, config: PoolConfig
     ) -> bool:
-        replayable = not downstream.has_body and (
-            request.method in _IDEMPOTENT or bool(request.values(b"idempotency-key"))
-        )
+        safe = replayable(request, has_body=downstream.has_body)
         key = _hash_key(request, peer, config.hash_on)
         loop = asyncio.get_running_loop()
         for attempt in range(2 * len(pool.backends) + 1):
@@ -239,7 +242,7 @@ class L7Balancer:
                 return await self._attempt(request, downstream, peer, pool, upstream)
             except BackendFailed as failure:
                 self._failed(pool, backend, failure.kind, str(failure), eject=not upstream.reused)
-                if failure.answered or not replayable:
+                if failure.answered or not safe:
                     raise GatewayError(502, f"backend {backend.address} failed: {failure}") from None
             except BaseException:
                 self.breakers[backend.address].release()
@@ -264,7 +267,7 @@ class L7Balancer:
         finally:
             pool.closed(backend)
         status = upstream.status
-        self.metrics.observe(backend.address, status, time.perf_counter() - started)
+        self.metrics.observe(backend.address, status, upstream.answered_at - started)
         self._note_breaker(
             self.breakers[backend.address].record(status < 500, asyncio.get_running_loop().time())
         )
@@ -279,9 +282,6 @@ class L7Balancer:
         self._note_breaker(self.breakers[backend.address].record(False, now))
         if eject:
             self._note([pool.connect_failed(backend, now)])
-
-    def _pool_config(self, name: str) -> PoolConfig:
-        return next(p for p in self.config.pools if p.name == name)
 
     async def _serve_metrics(self, request: Request, downstream: Downstream) -> bool:
         async for _ in downstream.body():
@@ -317,10 +317,6 @@ def _admits(breakers: Breakers, now: float, backend: Backend) -> bool:
     return breakers[backend.address].available(now)
 
 
-def _path(request: Request) -> bytes:
-    return request.target.partition(b"?")[0]
-
-
 def _host(request: Request) -> str:
     hosts = request.values(b"host")
     return hosts[0].decode("latin-1") if hosts else ""
@@ -345,21 +341,29 @@ def _hash_key(request: Request, peer: str, hash_on: tuple[str, bytes] | None) ->
 def _upstream_fields(
     request: Request, peer: str, backend: Backend, scheme: str
 ) -> list[tuple[bytes, bytes]]:
-    """RFC 9110 §7.6: hop-by-hop fields dropped, Via added; RFC 7239 Forwarded and X-Forwarded-For."""
-    upgrade = request.values(b"upgrade") if b"upgrade" in request.tokens(b"connection") else []
-    fields = [f for f in end_to_end(request.headers) if f[0] not in _FORWARDING]
-    if not request.values(b"host"):  # HTTP/1.0 may omit it; we speak 1.1 upstream
+    """RFC 9110 §7.6: hop-by-hop fields dropped, Via added; RFC 7239 Forwarded and X-Forwarded-For
+    (in one pass over the fields: this runs for every request)."""
+    fields, chain, forwards = [], [], []
+    host = b""
+    for name, value in end_to_end(request.headers):
+        if name == b"x-forwarded-for":
+            chain.append(value)
+        elif name == b"forwarded":
+            forwards.append(value)
+        elif name != b"x-forwarded-proto":
+            host = value if name == b"host" and not host else host
+            fields.append((name, value))
+    if not host:  # HTTP/1.0 may omit it; we speak 1.1 upstream
         fields.insert(0, (b"host", backend.address.encode()))
     node = f'"[{peer}]"' if ":" in peer else peer
-    host = request.values(b"host")[:1] or [b""]
-    forwarded = f"for={node};proto={scheme}".encode() + (b';host="%b"' % host[0] if host[0] else b"")
+    forwarded = f"for={node};proto={scheme}".encode() + (b';host="%b"' % host if host else b"")
     fields += [
-        (b"x-forwarded-for", b", ".join([*request.values(b"x-forwarded-for"), peer.encode()])),
-        (b"forwarded", b", ".join([*request.values(b"forwarded"), forwarded])),
+        (b"x-forwarded-for", b", ".join([*chain, peer.encode()])),
+        (b"forwarded", b", ".join([*forwards, forwarded])),
         (b"x-forwarded-proto", scheme.encode()),
         (b"via", request.version + b" wirelab"),
     ]
-    if upgrade:
+    if b"upgrade" in request.tokens(b"connection") and (upgrade := request.values(b"upgrade")):
         fields += [(b"upgrade", upgrade[0]), (b"connection", b"upgrade")]
     return fields
 

@@ -6,8 +6,10 @@ renders them as text; nothing is sent anywhere.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Mapping
+from itertools import accumulate
 
 from wirelab.proto.balance import Pool, State
 from wirelab.proto.breaker import Breakers, Circuit
@@ -24,18 +26,18 @@ class Metrics:
     def __init__(self) -> None:
         self.responses: defaultdict[tuple[str, int], int] = defaultdict(int)
         self.errors: defaultdict[tuple[str, str], int] = defaultdict(int)
-        self.buckets: defaultdict[str, list[int]] = defaultdict(lambda: [0] * len(BUCKETS))
+        self.buckets: defaultdict[str, list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
+        """Per backend, how many responses fell in each bucket (not cumulative; the last: over all)."""
         self.latency: defaultdict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])  # sum, count
         self.retries = 0
 
     def observe(self, backend: str, status: int, seconds: float) -> None:
         """A response head arrived from `backend` after `seconds`."""
         self.responses[backend, status] += 1
-        counts = self.buckets[backend]
-        for index, bound in enumerate(BUCKETS):
-            counts[index] += seconds <= bound
-        self.latency[backend][0] += seconds
-        self.latency[backend][1] += 1
+        self.buckets[backend][bisect_left(BUCKETS, seconds)] += 1
+        latency = self.latency[backend]
+        latency[0] += seconds
+        latency[1] += 1
 
     def render(self, pools: Mapping[str, Pool], breakers: Breakers, upstream_opened: int) -> bytes:
         lines = [
@@ -60,9 +62,10 @@ class Metrics:
         ]
         for backend, counts in sorted(self.buckets.items()):
             total, count = self.latency[backend]
+            cumulative = list(accumulate(counts))
             lines += [
                 f'wirelab_l7_response_seconds_bucket{{backend="{backend}",le="{bound}"}} {n}'
-                for bound, n in zip(BUCKETS, counts, strict=True)
+                for bound, n in zip(BUCKETS, cumulative, strict=False)
             ]
             lines += [
                 f'wirelab_l7_response_seconds_bucket{{backend="{backend}",le="+Inf"}} {int(count)}',

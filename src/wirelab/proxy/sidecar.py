@@ -51,6 +51,7 @@ from wirelab.proxy.exchange import (
     H1Downstream,
     answer_requests,
     end_to_end,
+    replayable,
 )
 from wirelab.proxy.h2upstream import H2Upstream, Origin, Response, UpstreamError, UpstreamTimeout
 
@@ -58,7 +59,6 @@ __all__ = ["Sidecar", "SidecarConfig", "serve", "sidecar_config"]
 
 log = logging.getLogger("wirelab.sidecar")
 
-_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
 _RETRIED_STATUSES = frozenset({502, 503, 504})
 _REPLACED = frozenset({b"host", b"traceparent", b"tracestate", b"x-request-id", b"expect"})
 BACKOFF_S = 0.05
@@ -208,8 +208,7 @@ class _Exchange:
         self.request_id = (request.values(b"x-request-id") or [uuid.uuid4().hex.encode()])[0]
         self.authority, self.path = _target(request, self.upstream.origin.authority)
         self.bodyless = not downstream.has_body
-        idempotent = request.method in _IDEMPOTENT or bool(request.values(b"idempotency-key"))
-        self.replayable = self.bodyless and idempotent
+        self.replayable = replayable(request, has_body=not self.bodyless)
         self.expects_continue = b"100-continue" in request.tokens(b"expect")
 
     async def run(self) -> bool:

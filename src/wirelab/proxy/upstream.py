@@ -18,6 +18,7 @@ already had a response head (after which nothing can be retried or answered).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict, deque
 
 from wirelab.net.relay import relay_streams
@@ -52,7 +53,8 @@ class Upstream:
         self.parser = ResponseParser()
         self.reused = False
         self.status = 0
-        """The status of the last final response read through it (for the metrics)."""
+        self.answered_at = 0.0
+        """The status of the last response head read through it, and when it came (for the metrics)."""
 
     async def events(self) -> list[Response | Data | EndOfMessage]:
         """Read once from the backend and parse (EOF included)."""
@@ -182,7 +184,7 @@ async def _response(
             if isinstance(event, Data):
                 await downstream.send(event.data)
             elif isinstance(event, Response):
-                upstream.status = event.status
+                upstream.status, upstream.answered_at = event.status, time.perf_counter()
                 if event.status == 101:
                     return await _switch(event, upstream, downstream, idle_timeout_s)
                 await downstream.respond(event.status, event.reason, event.headers)
