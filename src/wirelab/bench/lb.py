@@ -65,6 +65,7 @@ from wirelab.bench.lb_l7 import (
     wrk_req_per_s,
 )
 from wirelab.bench.report import Column, cpu_seconds, print_table, raise_fd_limit, write_json
+from wirelab.net.loop import runner
 from wirelab.testing import free_port
 
 __all__ = [
@@ -79,6 +80,7 @@ __all__ = [
     "measure_conn_rate",
     "missing_peers",
     "run_lb",
+    "run_process",
     "serve_echo",
     "summary",
 ]
@@ -299,21 +301,15 @@ def serve_echo(port: int) -> None:
         async with await loop.create_server(Echo, "127.0.0.1", port, backlog=4096):
             await stop.wait()
 
-    try:
-        import uvloop
-
-        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main())
+    with runner() as loop:
+        loop.run(main())
 
 
 # -- processes -----------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def _process(command: list[str], port: int, log: Path, cores: frozenset[int] | None) -> Iterator[int]:
+def run_process(command: list[str], port: int, log: Path, cores: frozenset[int] | None) -> Iterator[int]:
     """Run `command` pinned to `cores` until it listens on `port`, yield its pid; stop it after."""
     pin = None if cores is None else functools.partial(os.sched_setaffinity, 0, cores)
     with log.open("ab") as out:
@@ -383,7 +379,9 @@ class _Lab:
             return
         port = free_port()
         command = _balancer_command(impl, port, backend_port, self.workdir, layer=layer)
-        with _process(command, port, self.workdir / f"{impl}-l{layer}.log", self.pinning.balancer) as pid:
+        with run_process(
+            command, port, self.workdir / f"{impl}-l{layer}.log", self.pinning.balancer
+        ) as pid:
             cpu, started = cpu_seconds(pid), time.perf_counter()
             yield port
             busy[key] = 100 * (cpu_seconds(pid) - cpu) / (time.perf_counter() - started)
@@ -446,9 +444,9 @@ def _measure_all(plan: LbPlan, pinning: Pinning, workdir: Path, progress: Progre
     l7 = sum(impl in L7_IMPLS for impl in plan.impls)
     task = progress.add_task("starting backends", total=3 * len(plan.impls) + l7)
     with (
-        _process(iperf3, lab.iperf3_port, workdir / "iperf3.log", pinning.load),
-        _process(echo, lab.echo_port, workdir / "echo.log", pinning.load),
-        _process(nginx_command(config, workdir), lab.nginx_port, workdir / "nginx.log", pinning.load),
+        run_process(iperf3, lab.iperf3_port, workdir / "iperf3.log", pinning.load),
+        run_process(echo, lab.echo_port, workdir / "echo.log", pinning.load),
+        run_process(nginx_command(config, workdir), lab.nginx_port, workdir / "nginx.log", pinning.load),
     ):
         rows = [_measure(lab, impl, progress, task) for impl in plan.impls]
         _measure_paced(lab, rows, progress, task)

@@ -16,11 +16,11 @@ import asyncio
 import re
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from wirelab.bench.report import percentile
+from wirelab.net.loop import runner
 
 __all__ = ["PacedTally", "nginx_config", "paced_latency_ms", "wrk_req_per_s"]
 
@@ -87,14 +87,8 @@ def paced_latency_ms(
     port: int, *, rate: float, duration_s: float, connections: int = PACED_CONNECTIONS
 ) -> PacedTally:
     """GET / at `rate` requests/s for `duration_s` over `connections` keep-alive connections."""
-    try:
-        import uvloop
-
-        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(_paced(port, rate, duration_s, connections))
+    with runner() as loop:
+        return loop.run(_paced(port, rate, duration_s, connections))
 
 
 async def _paced(port: int, rate: float, duration_s: float, connections: int) -> PacedTally:

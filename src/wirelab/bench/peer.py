@@ -37,6 +37,7 @@ from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from wirelab.net.loop import runner
 from wirelab.proto.pushwire import encode_entry
 
 __all__ = ["PeerProcess", "PeerServer", "main"]
@@ -101,13 +102,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     port = parser.parse_args().port
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(run(port))
-    else:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(run(port))
+    with runner() as loop:
+        loop.run(run(port))
 
 
 class PeerProcess:

@@ -31,7 +31,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
-from wirelab.bench.lb import _process
+from wirelab.bench.lb import run_process
 from wirelab.bench.lb_l7 import nginx_command
 from wirelab.bench.report import Column, cpu_seconds, print_table, write_json
 from wirelab.testing import free_port
@@ -157,7 +157,7 @@ class _Lab:
         port = free_port()
         command = [sys.executable, "-m", "wirelab", "sidecar", "--listen", f"127.0.0.1:{port}"]
         command += ["--upstream", f"http://127.0.0.1:{self.h2_port}"]
-        with _process(command, port, self.workdir / "sidecar.log", None) as pid:
+        with run_process(command, port, self.workdir / "sidecar.log", None) as pid:
             yield port, pid
 
 
@@ -169,7 +169,10 @@ def run_sidecar(plan: SidecarPlan, *, json_path: Path | None, console: Console, 
     config.write_text(nginx_config(lab.h1_port, lab.h2_port, workdir))
     rows: list[dict[str, Any]] = []
     try:
-        with progress, _process(nginx_command(config, workdir), lab.h2_port, workdir / "nginx.log", None):
+        with (
+            progress,
+            run_process(nginx_command(config, workdir), lab.h2_port, workdir / "nginx.log", None),
+        ):
             task = progress.add_task("measuring", total=len(IMPLS))
             for impl in IMPLS:
                 progress.update(task, description=f"{impl}: wrk for {plan.duration_s} s")

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from wirelab.bench.lean import Sub, Tally, subscriber
+from wirelab.net.loop import runner
 
 __all__ = ["Swarm", "SwarmProcess", "main"]
 
@@ -125,18 +126,9 @@ def main() -> None:
     with (
         open(sys.argv[1], "a") as log,
         contextlib.redirect_stderr(log),
-        asyncio.Runner(loop_factory=_loop_factory()) as runner,
+        runner() as loop,
     ):
-        runner.run(_serve(sys.stdout))
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop where available, as the servers under test use it too."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
+        loop.run(_serve(sys.stdout))
 
 
 async def _serve(out: IO[str]) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 if TYPE_CHECKING:
-    import asyncio
+    pass
 
 __all__ = ["lb"]
 
@@ -79,10 +78,10 @@ def l4(config_path: Path | None, backends: tuple[str, ...], **flags: Any) -> Non
     SIGTERM or Ctrl-C: stop accepting, let open connections finish (--drain-timeout), exit.
     SIGHUP: read --config again and apply it to new connections; open ones are not dropped.
     """
-    import asyncio
     import logging
 
     from wirelab.errors import ConfigError
+    from wirelab.net.loop import runner
     from wirelab.proxy.config import load_config, parse_backend_flag
     from wirelab.proxy.l4 import serve
 
@@ -93,8 +92,8 @@ def l4(config_path: Path | None, backends: tuple[str, ...], **flags: Any) -> Non
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(serve(lambda: load_config(config_path, overrides)))
+        with runner() as loop:
+            loop.run(serve(lambda: load_config(config_path, overrides)))
     except OSError as exc:
         raise click.ClickException(f"cannot listen: {exc}") from None
 
@@ -183,10 +182,10 @@ def l7(config_path: Path | None, **flags: Any) -> None:
     SIGTERM or Ctrl-C: stop accepting, let requests in flight finish (--drain-timeout), exit.
     SIGHUP: read --config again and apply it to new requests; open connections are not dropped.
     """
-    import asyncio
     import logging
 
     from wirelab.errors import ConfigError
+    from wirelab.net.loop import runner
     from wirelab.proxy.l7 import serve
     from wirelab.proxy.l7config import l7_overrides, load_l7_config
 
@@ -198,8 +197,8 @@ def l7(config_path: Path | None, **flags: Any) -> None:
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(serve(lambda: load_l7_config(config_path, overrides)))
+        with runner() as loop:
+            loop.run(serve(lambda: load_l7_config(config_path, overrides)))
     except OSError as exc:
         raise click.ClickException(f"cannot listen: {exc}") from None
     except ConfigError as exc:
@@ -218,12 +217,3 @@ def _overrides(flags: dict[str, Any], backends: list[dict[str, Any]]) -> dict[st
         raw["mode"] = "splice" if splice else "copy"
     raw.update({k: v for k, v in flags.items() if k not in health_keys and v is not None})
     return raw
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop where available, as the project's other servers run on it."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop

@@ -29,6 +29,7 @@ __all__ = [
     "answer_requests",
     "end_to_end",
     "persistent",
+    "problem_document",
     "problem_response",
     "replayable",
     "response_head",
@@ -119,8 +120,10 @@ class ClientConnection:
         while isinstance(event := await self.next_event(), Data):
             yield event.data
 
-    async def send(self, data: bytes) -> None:
-        self.answered = True
+    async def send(self, data: bytes, *, final: bool = True) -> None:
+        """Write `data`; `final` False for an interim (1xx) head, after which a refusal can still be
+        answered."""
+        self.answered = self.answered or final
         self.writer.write(data)
         await self.writer.drain()
 
@@ -174,7 +177,7 @@ class H1Downstream:
     async def respond(self, status: int, reason: bytes, headers: Sequence[tuple[bytes, bytes]]) -> None:
         if status < 200:
             if status == 100 and self.request.version == b"1.1":
-                self._out += b"HTTP/1.1 100 Continue\r\n\r\n"
+                await self.client.send(b"HTTP/1.1 100 Continue\r\n\r\n", final=False)
             return
         head, self._chunked, self._close = response_head(
             self.request, status, reason, headers, keep_alive=persistent(self.request)
@@ -215,16 +218,13 @@ def response_head(
     headers: Iterable[tuple[bytes, bytes]],
     *,
     keep_alive: bool,
-    version: bytes = b"1.1",
 ) -> tuple[bytes, bool, bool]:
-    """The head for the client, and whether its body is chunked and the connection closes after it;
-    `version` is the backend's, for Via."""
+    """The head for the client, and whether its body is chunked and the connection closes after it."""
     fields = end_to_end(headers)
     has_body = request.method != b"HEAD" and status not in (204, 304)
     sized = any(name == b"content-length" for name, _ in fields)
     chunked = has_body and not sized and request.version == b"1.1"
     close = not keep_alive or (has_body and not sized and not chunked)
-    fields.append((b"via", version + b" " + PSEUDONYM))
     if chunked:
         fields.append((b"transfer-encoding", b"chunked"))
     fields.append((b"connection", b"close" if close else b"keep-alive"))
@@ -244,12 +244,17 @@ def end_to_end(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, byte
     return [(name, value) for name, value in fields if name not in _HOP_BY_HOP and name not in named]
 
 
+def problem_document(status: int, detail: str) -> bytes:
+    """An RFC 9457 problem document: what every refusal carries, whatever the HTTP version."""
+    phrase = HTTPStatus(status).phrase
+    return json.dumps({"type": "about:blank", "title": phrase, "status": status, "detail": detail}).encode()
+
+
 def problem_response(status: int, detail: str) -> bytes:
     """An RFC 9457 answer, then close: after a refused request the connection's framing is unknown."""
-    phrase = HTTPStatus(status).phrase
-    body = json.dumps({"type": "about:blank", "title": phrase, "status": status, "detail": detail}).encode()
+    body = problem_document(status, detail)
     head = (
-        f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/problem+json\r\n"
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/problem+json\r\n"
         f"content-length: {len(body)}\r\nvia: 1.1 wirelab\r\nconnection: close\r\n\r\n"
     )
     return head.encode() + body

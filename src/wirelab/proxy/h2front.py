@@ -51,7 +51,7 @@ from h2.utilities import HeaderValidationFlags, validate_headers
 
 from wirelab.proto.http1 import HTTPRequestError, Limits, Request
 from wirelab.proxy.downstream import Handler
-from wirelab.proxy.exchange import RECV_BYTES, GatewayError, end_to_end, problem_response
+from wirelab.proxy.exchange import RECV_BYTES, GatewayError, end_to_end, problem_document
 
 __all__ = ["CONNECTION_WINDOW", "MAX_STREAMS", "STREAM_WINDOW", "H2Downstream", "serve_h2"]
 
@@ -159,7 +159,7 @@ class H2Downstream:
         if self._answered:
             self.reset(ErrorCodes.INTERNAL_ERROR)
             return
-        body = problem_response(status, detail).partition(b"\r\n\r\n")[2]
+        body = problem_document(status, detail)
         fields = [(b"content-type", b"application/problem+json"), (b"content-length", b"%d" % len(body))]
         await self.respond(status, b"", fields)
         await self.send(body)

@@ -275,6 +275,7 @@ class _Exchange:
         headers = response.headers
         if not any(name == b"x-request-id" for name, _ in headers):
             headers = [*headers, (b"x-request-id", self.request_id)]
+        headers = [*headers, (b"via", b"2 " + PSEUDONYM)]
         try:
             await self.downstream.respond(response.status, _reason(response.status), headers)
             async for data in response:

@@ -79,11 +79,11 @@ def sidecar(
     With TLS: --upstream https://localhost:8443 --cacert .wirelab/ca/ca.pem
     SIGTERM or Ctrl-C stops accepting, lets the requests in flight finish, then exits.
     """
-    import asyncio
     import logging
     import sys
 
     from wirelab.errors import ConfigError
+    from wirelab.net.loop import runner
     from wirelab.proxy.sidecar import serve, sidecar_config
 
     try:
@@ -100,6 +100,7 @@ def sidecar(
         raise click.UsageError(str(exc)) from None
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="wirelab sidecar: %(message)s")
     try:
-        asyncio.run(serve(config))
+        with runner() as loop:
+            loop.run(serve(config))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {listen}: {exc}") from None

@@ -25,7 +25,7 @@ from wirelab.net.relay import relay_streams
 from wirelab.proto.balance import Backend
 from wirelab.proto.http1 import Data, EndOfMessage, HTTPResponseError, Request, Response, ResponseParser
 from wirelab.proxy.downstream import Downstream
-from wirelab.proxy.exchange import RECV_BYTES
+from wirelab.proxy.exchange import PSEUDONYM, RECV_BYTES
 from wirelab.proxy.l4 import open_tcp
 
 __all__ = ["BackendFailed", "Upstream", "UpstreamPool", "exchange", "probe", "request_head"]
@@ -187,7 +187,8 @@ async def _response(
                 upstream.status, upstream.answered_at = event.status, time.perf_counter()
                 if event.status == 101:
                     return await _switch(event, upstream, downstream, idle_timeout_s)
-                await downstream.respond(event.status, event.reason, event.headers)
+                via = (b"via", event.version + b" " + PSEUDONYM)
+                await downstream.respond(event.status, event.reason, [*event.headers, via])
             else:
                 return await downstream.finish()
         await downstream.flush()
