@@ -361,3 +361,14 @@ def test_fuzz_request_like_bytes(pieces: list[bytes], cuts: list[int]) -> None:
     if status is None:
         assert events == whole[0]
     assert all(len(event.data) <= BODY_LIMIT for event in events if isinstance(event, Data))
+
+
+def test_requests_before_a_refused_one_still_come_out() -> None:
+    """RFC 9112 §9.3.2: pipelined requests are answered in order, so the good ones ahead of a refused
+    one are handed out first; the refusal comes with the next call, whether or not bytes arrive."""
+    parser = RequestParser()
+    wire = GET + b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+    assert [type(e) for e in parser.receive_data(wire)] == [Request, EndOfMessage]
+    assert parser.error is not None and parser.error.status == 400
+    with pytest.raises(HTTPRequestError):
+        parser.receive_data(b"")

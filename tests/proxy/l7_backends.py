@@ -57,6 +57,7 @@ class Backend:
         """Request heads received, on every connection."""
         self.ids = itertools.count(1)
         self.writers: set[asyncio.StreamWriter] = set()
+        self.handlers: set[asyncio.Task[Any]] = set()
         self.server: asyncio.Server | None = None
         self.port = 0
 
@@ -74,11 +75,15 @@ class Backend:
             self.server.close()
             for writer in self.writers:
                 writer.transport.abort()
+            await asyncio.gather(*self.handlers)  # the aborts end them: none outlives the test
             await self.server.wait_closed()
             self.server = None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn, number = h11.Connection(h11.SERVER), next(self.ids)
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
         self.writers.add(writer)
         try:
             while isinstance(request := await _next(conn, reader), h11.Request):
@@ -98,6 +103,7 @@ class Backend:
         except (ConnectionError, h11.ProtocolError):
             pass
         finally:
+            self.handlers.discard(task)
             self.writers.discard(writer)
             writer.close()
 

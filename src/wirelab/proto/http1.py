@@ -193,28 +193,41 @@ class _MessageParser:
         """Bytes received after the head that started a tunnel; they belong to it."""
         return bytes(self._buffer) if self._state is _State.TUNNEL else b""
 
+    @property
+    def error(self) -> HTTPRequestError | None:
+        """The refusal this connection ended with, once there is one (every later call raises it)."""
+        return self._error
+
     def _parse(self, data: bytes) -> list[AnyEvent]:
-        """Feed bytes; b"" means the peer closed its side. Returns the events they completed."""
+        """Feed bytes; b"" means the peer closed its side. Returns the events they completed.
+
+        When the bytes hold good messages and then a bad one, the good ones' events are returned
+        and the refusal is raised by the next call (pipelined requests before a refused one are
+        still answered, in order)."""
         if self._error is not None:
             raise self._error
+        events: list[AnyEvent] = []
         try:
-            return self._events(data)
+            self._events(data, events)
         except HTTPRequestError as error:
             self._fail(error)
-            raise
-
-    def _events(self, data: bytes) -> list[AnyEvent]:
-        if not data:
-            return self._end_of_input()
-        if self._state is _State.CLOSED:
-            return []
-        self._buffer += data
-        events: list[AnyEvent] = []
-        while (step := self._steps.get(self._state)) and (produced := step()) is not None:
-            events += produced
+            if not events:
+                raise
         return events
 
+    def _events(self, data: bytes, events: list[AnyEvent]) -> None:
+        if not data:
+            events += self._end_of_input()
+            return
+        if self._state is _State.CLOSED:
+            return
+        self._buffer += data
+        while (step := self._steps.get(self._state)) and (produced := step()) is not None:
+            events += produced
+
     def _start_line(self) -> list[AnyEvent] | None:
+        if not self._buffer:
+            return None
         while self._buffer.startswith(b"\r\n"):  # RFC 9112 §2.2: ignore empty lines before a message
             del self._buffer[:2]
         head = self._whole_head()

@@ -109,6 +109,8 @@ class ClientConnection:
     async def next_event(self, within: float | None = None) -> Event | None:
         """The next event, reading as needed; None when the client closed between requests."""
         while not self._pending:
+            if self.parser.error is not None:
+                raise self.parser.error
             data = await self.read(within)
             self._pending.extend(self.parser.receive_data(data))
             if not data and not self._pending:
@@ -274,9 +276,10 @@ async def answer_requests(
     trusted. A connection that fails or times out just ends.
     """
     try:
-        while isinstance(request := await _next_request(client, header_timeout), Request):
+        while True:
             client.answered = False
-            if not await exchange(request):
+            request = await _next_request(client, header_timeout)
+            if not isinstance(request, Request) or not await exchange(request):
                 break
     except (HTTPRequestError, GatewayError) as error:
         log.info("refused: %s %s", error.status, error.detail)
