@@ -31,7 +31,7 @@ from tests.proxy.h2_peers import (
 )
 from wirelab.net.tls import CertificateAuthority, server_context
 from wirelab.proto.http1 import Limits
-from wirelab.proxy.h2front import MAX_STREAMS, STREAM_WINDOW
+from wirelab.proxy.h2front import MAX_RESETS_PER_S, MAX_STREAMS, STREAM_WINDOW
 
 pytestmark = pytest.mark.interop
 
@@ -381,3 +381,17 @@ async def test_over_tls_alpn_selects_h2(tmp_path: Path) -> None:
     assert version == "2"
     assert seen["scheme"] == "https"
     assert server.alpn == ["h2"]
+
+
+async def test_rapid_reset_is_cut_off() -> None:
+    """CVE-2023-44487: a client that opens and resets streams as fast as it can is sent GOAWAY
+    ENHANCE_YOUR_CALM and cut off, while a client resetting now and then is served."""
+    async with h2_server(stub := Stub()) as server, h2_client(server.port) as client:
+        for _ in range(MAX_RESETS_PER_S + 50):
+            stream = client.request(b"/hang")
+            client.h2.reset_stream(stream, ErrorCodes.CANCEL)
+        await client.flush()
+        goaway = await client.next(ConnectionTerminated)
+        assert goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+        assert await client.closed_by_server()
+        assert stub.active == 0

@@ -19,7 +19,10 @@ SETTINGS_MAX_HEADER_LIST_SIZE) is answered 431, but one over twice that ends the
 decoding it is the attack; a body over `limits.max_body_bytes` is answered 413, before the handler
 runs if its Content-Length says so. A handler's `GatewayError` or `HTTPRequestError` is answered
 with problem+json, or resets the stream if the response had begun; a response complete before its
-request is stopped with RST_STREAM NO_ERROR (§8.1). A client's RST_STREAM cancels its handler.
+request is stopped with RST_STREAM NO_ERROR (§8.1). A client's RST_STREAM cancels its handler;
+a client that resets more than `MAX_RESETS_PER_S` streams in a second is sent GOAWAY
+ENHANCE_YOUR_CALM and cut off (the "rapid reset" attack, CVE-2023-44487: each stream costs the
+server a handler started and cancelled, and costs the client nothing).
 However the connection ends (the client closes or breaks the protocol, it idles with no stream open,
 or the serving task is cancelled), the client is sent a GOAWAY naming the last stream processed,
 every handler is cancelled and awaited, and the socket closed.
@@ -53,7 +56,14 @@ from wirelab.proto.http1 import HTTPRequestError, Limits, Request
 from wirelab.proxy.downstream import Handler
 from wirelab.proxy.exchange import RECV_BYTES, GatewayError, end_to_end, problem_document
 
-__all__ = ["CONNECTION_WINDOW", "MAX_STREAMS", "STREAM_WINDOW", "H2Downstream", "serve_h2"]
+__all__ = [
+    "CONNECTION_WINDOW",
+    "MAX_RESETS_PER_S",
+    "MAX_STREAMS",
+    "STREAM_WINDOW",
+    "H2Downstream",
+    "serve_h2",
+]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +72,7 @@ STREAM_WINDOW = 256 << 10
 CONNECTION_WINDOW = 1 << 20
 _DEFAULT_WINDOW = 65535  # RFC 9113 §6.9.2: every window starts there until SETTINGS or WINDOW_UPDATE
 _HPACK_BOMB = 2  # times max_header_bytes: past it, the header section ends the connection
+MAX_RESETS_PER_S = 200
 _REQUEST_HEADERS = HeaderValidationFlags(
     is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False
 )
@@ -225,6 +236,8 @@ class _Connection:
         self._idle_timeout_s = 0.0
         self._goaway_sent = False
         self._closing = False
+        self._resets = 0
+        self._resets_since = 0.0
 
     async def receive(self, reader: asyncio.StreamReader, data: bytes, idle_timeout_s: float) -> None:
         """Feed h2 until the client closes, says GOAWAY or breaks the protocol, or idles too long."""
@@ -250,6 +263,11 @@ class _Connection:
             return False
         for event in events:
             self._dispatch(event)
+        if self._resets > MAX_RESETS_PER_S:
+            log.warning("%s reset over %d streams in a second: GOAWAY", self._peer, MAX_RESETS_PER_S)
+            self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+            self._goaway_sent = True
+            return False
         return not any(isinstance(event, ConnectionTerminated) for event in events)
 
     def _dispatch(self, event: Event) -> None:
@@ -264,10 +282,17 @@ class _Connection:
             case StreamEnded() if stream is not None:
                 stream.request_ended()
             case StreamReset() if stream is not None:
+                self._count_reset()
                 stream.was_reset()
             case WindowUpdated() | RemoteSettingsChanged():
                 self._window_opened.set()
                 self._window_opened = asyncio.Event()
+
+    def _count_reset(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._resets_since > 1.0:
+            self._resets, self._resets_since = 0, now
+        self._resets += 1
 
     def _start(self, event: RequestReceived) -> None:
         try:
