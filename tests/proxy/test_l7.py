@@ -291,6 +291,25 @@ async def test_slow_heads_are_cut_and_others_still_served() -> None:
             writer.close()
 
 
+async def test_a_slow_head_after_a_body_on_a_kept_alive_connection_is_cut_too() -> None:
+    """The header timeout holds for every request on a connection, also after one whose body was read
+    under the (much longer) idle timeout."""
+    async with running("a") as backends, balancer(*backends, header_timeout_s=0.5) as lb:
+        reader, writer = await asyncio.open_connection(*lb.address)
+        writer.write(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n")
+        await asyncio.sleep(0.8)  # longer than the header timeout: the body is under the idle one
+        writer.write(b"abc")
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        length = int(re.search(rb"content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        await reader.readexactly(length)
+        writer.write(b"GET / HTTP/1.1\r\nHo")
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert asyncio.get_running_loop().time() - started < 2
+        writer.close()
+
+
 @pytest.mark.interop
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 async def test_curl_through_the_balancer(tmp_path: Path) -> None:

@@ -136,6 +136,9 @@ class ClientConnection:
 
     def _arm(self, seconds: float) -> None:
         self._deadline = self._loop.time() + seconds
+        if self._timer is not None and self._timer.when() > self._deadline:
+            self._timer.cancel()  # a shorter deadline than the one it waits for (a head after a body)
+            self._timer = None
         if self._timer is None:
             self._timer = self._loop.call_at(self._deadline, self._expire)
 
