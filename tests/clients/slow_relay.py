@@ -65,7 +65,11 @@ class SlowRelay:
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Relay until either side ends, then close both (a client gone is gone for the server too)."""
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._upstream_port)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._upstream_port)
+        except BaseException:
+            writer.close()
+            raise
         pumps = [
             asyncio.ensure_future(self._pump(reader, up_writer, self._rate)),
             asyncio.ensure_future(self._pump(up_reader, writer, None)),
@@ -75,9 +79,10 @@ class SlowRelay:
         finally:
             for pump in pumps:
                 pump.cancel()
+            for side in (writer, up_writer):  # before any await: a second cancel must not skip them
+                side.close()
             await asyncio.wait(pumps)
             for side in (writer, up_writer):
-                side.close()
                 with contextlib.suppress(OSError):
                     await side.wait_closed()
 
