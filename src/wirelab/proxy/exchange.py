@@ -19,6 +19,7 @@ from http import HTTPStatus
 from wirelab.errors import WirelabError
 from wirelab.net.relay import Streams
 from wirelab.proto.http1 import Data, EndOfMessage, Event, HTTPRequestError, Limits, Request, RequestParser
+from wirelab.proxy.downstream import Handler
 
 __all__ = [
     "PSEUDONYM",
@@ -33,6 +34,7 @@ __all__ = [
     "problem_response",
     "replayable",
     "response_head",
+    "serve_h1",
 ]
 
 log = logging.getLogger(__name__)
@@ -291,6 +293,17 @@ async def answer_requests(
                 await client.send(problem_response(error.status, error.detail))
     except (OSError, TimeoutError) as error:
         log.debug("connection ended: %r", error)
+
+
+async def serve_h1(
+    client: ClientConnection, handler: Handler, peer: str, *, scheme: str, header_timeout: float
+) -> None:
+    """Serve a client connection's requests through `handler`, each answered by its H1Downstream."""
+    await answer_requests(
+        client,
+        lambda request: handler(request, H1Downstream(client, request, scheme=scheme), peer),
+        header_timeout=header_timeout,
+    )
 
 
 async def _next_request(client: ClientConnection, within: float | None) -> Event | None:

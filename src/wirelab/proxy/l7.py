@@ -45,10 +45,9 @@ from wirelab.proxy.exchange import (
     RECV_BYTES,
     ClientConnection,
     GatewayError,
-    H1Downstream,
-    answer_requests,
     end_to_end,
     replayable,
+    serve_h1,
 )
 from wirelab.proxy.h2front import serve_h2
 from wirelab.proxy.l7config import L7Config, PoolConfig, TLSSettings
@@ -189,10 +188,8 @@ class L7Balancer:
                 )
                 return
             client.unread(first)
-            await answer_requests(
-                client,
-                lambda request: self.handle(request, H1Downstream(client, request, scheme=scheme), address),
-                header_timeout=config.header_timeout_s,
+            await serve_h1(
+                client, self.handle, address, scheme=scheme, header_timeout=config.header_timeout_s
             )
         except (OSError, TimeoutError) as error:
             log.debug("connection ended: %r", error)

@@ -48,10 +48,9 @@ from wirelab.proxy.exchange import (
     RECV_BYTES,
     ClientConnection,
     GatewayError,
-    H1Downstream,
-    answer_requests,
     end_to_end,
     replayable,
+    serve_h1,
 )
 from wirelab.proxy.h2upstream import H2Upstream, Origin, Response, UpstreamError, UpstreamTimeout
 
@@ -166,10 +165,8 @@ class Sidecar:
             raise
         client = ClientConnection(reader, writer, self.config.limits, self.config.idle_timeout_s)
         try:
-            await answer_requests(
-                client,
-                lambda request: self.handle(request, H1Downstream(client, request, scheme="http"), peer[0]),
-                header_timeout=self.config.header_timeout_s,
+            await serve_h1(
+                client, self.handle, peer[0], scheme="http", header_timeout=self.config.header_timeout_s
             )
         finally:
             client.close()
