@@ -67,8 +67,9 @@ def test_a_missing_peer_names_its_debian_package(monkeypatch: pytest.MonkeyPatch
         "iperf3 not found on PATH: install Debian's iperf3 (apt-get install iperf3)",
         "wrk not found on PATH: install Debian's wrk (apt-get install wrk)",
         "nginx not found on PATH: install Debian's nginx (apt-get install nginx)",
+        "h2load not found on PATH: install Debian's nghttp2-client (apt-get install nghttp2-client)",
     ]
-    assert [m.split()[0] for m in lb.missing_peers(("wirelab-splice", "direct"))] == [
+    assert [m.split()[0] for m in lb.missing_peers(("wirelab-copy", "direct"))] == [
         "iperf3",
         "wrk",
         "nginx",
@@ -269,4 +270,10 @@ def test_end_to_end_every_impl_moves_bytes_connections_and_requests(tmp_path: Pa
     assert rows["wirelab-splice"]["l7_req_per_s_vs_haproxy"] > 0
     assert not any(key.startswith("l7") for key in rows["wirelab-copy"])
     assert len({rows[impl]["l7_paced_req_per_s"] for impl in lb.L7_IMPLS}) == 1  # one rate for all
+    for impl in lb.H2_IMPLS:
+        assert rows[impl]["l7_h2_req_per_s"] > 0, impl
+        assert rows[impl]["l7_h2_errors"] == 0, impl
+        assert rows[impl]["l7_h2_balancer_cpu_us"] > 0, impl
+    assert rows["wirelab-splice"]["l7_h2_req_per_s_vs_haproxy"] > 0
+    assert "l7_h2_req_per_s" not in rows["direct"]
     assert "L7 adds p50" in result.output

@@ -59,6 +59,7 @@ from rich.progress import Progress, TaskID
 
 from wirelab.bench.lb_l7 import (
     WRK_CONNECTIONS,
+    h2load_req_per_s,
     nginx_command,
     nginx_config,
     paced_latency_ms,
@@ -70,6 +71,7 @@ from wirelab.testing import free_port
 
 __all__ = [
     "GOALS",
+    "H2_IMPLS",
     "IMPLS",
     "L7_IMPLS",
     "ConnTally",
@@ -95,7 +97,17 @@ GOALS = {
     "l7_req_per_s": ("wirelab-splice", 0.3),
 }
 """Per figure: the wirelab row the goal is about (None: every one) and the least ratio to HAProxy."""
-APT_PACKAGES = {"haproxy": "haproxy", "iperf3": "iperf3", "wrk": "wrk", "nginx": "nginx"}
+APT_PACKAGES = {
+    "haproxy": "haproxy",
+    "iperf3": "iperf3",
+    "wrk": "wrk",
+    "nginx": "nginx",
+    "h2load": "nghttp2-client",
+}
+H2_IMPLS = ("wirelab-splice", "haproxy")
+"""The rows with an HTTP/2 figure (clients over h2c; the backend stays HTTP/1.1), so not direct."""
+RATIOS = (*GOALS, "l7_h2_req_per_s")
+"""The figures compared with HAProxy's: the goals', and HTTP/2 requests/s, which has no goal."""
 L7_KEYS = ("l7_req_per_s", "l7_p50_ms", "l7_p99_ms")
 PACE_SHARE = 0.5
 """The paced latency run's rate, as a share of the least layer 7 maximum among the balancers."""
@@ -124,6 +136,10 @@ L7_COLUMNS = (
     Column("l7_p50_ms", "p50 ms", ".2f"),
     Column("l7_p99_ms", "p99 ms", ".2f"),
     Column("l7_errors", "errors", ","),
+    Column("l7_h2_req_per_s", "h2 req/s (h2load)", ",.0f"),
+    Column("l7_h2_req_per_s_vs_haproxy", "x haproxy", ".2f"),
+    Column("l7_h2_balancer_cpu_us", "h2 CPU µs/req", ",.0f"),
+    Column("l7_h2_errors", "h2 errors", ","),
 )
 
 
@@ -171,6 +187,7 @@ class ConnTally:
 def missing_peers(impls: Sequence[str]) -> list[str]:
     """What the plan needs and this machine lacks, as messages naming the Debian package."""
     needed = ["iperf3", "wrk", "nginx"] + ([PEER] if PEER in impls else [])
+    needed += ["h2load"] if any(impl in H2_IMPLS for impl in impls) else []
     return [
         f"{tool} not found on PATH: install Debian's {package} (apt-get install {package})"
         for tool, package in APT_PACKAGES.items()
@@ -178,13 +195,15 @@ def missing_peers(impls: Sequence[str]) -> list[str]:
     ]
 
 
-def haproxy_config(port: int, backend_port: int, *, fd_limit: int, mode: str = "tcp") -> str:
+def haproxy_config(
+    port: int, backend_port: int, *, fd_limit: int, mode: str = "tcp", h2: bool = False
+) -> str:
     """HAProxy set up as `wirelab lb l4` (mode tcp) or `wirelab lb l7` (mode http) runs by default:
     round-robin, no checks, 2 s connect timeout, 300 s idle timeout, 10,000 connections (fewer if
     `fd_limit` cannot hold two descriptors for each, since HAProxy refuses to start then); one thread,
     as our balancer is one event loop. In http mode, keep-alive on both sides with idle server
     connections shared between clients (`http-reuse always`, as our upstream pool does) and a 10 s
-    request head timeout like ours."""
+    request head timeout like ours. With `h2`, the clients speak HTTP/2 in clear (`proto h2`)."""
     maxconn = min(MAX_CONNECTIONS, (fd_limit - FD_RESERVE) // 2)
     http = (
         "    option http-keep-alive\n    http-reuse always\n"
@@ -196,7 +215,7 @@ def haproxy_config(port: int, backend_port: int, *, fd_limit: int, mode: str = "
         f"global\n    nbthread 1\n    maxconn {maxconn}\n\n"
         f"defaults\n    mode {mode}\n{http}    timeout connect 2s\n"
         "    timeout client 300s\n    timeout server 300s\n\n"
-        f"frontend lb\n    bind 127.0.0.1:{port}\n    default_backend pool\n\n"
+        f"frontend lb\n    bind 127.0.0.1:{port}{' proto h2' if h2 else ''}\n    default_backend pool\n\n"
         f"backend pool\n    balance roundrobin\n    server b0 127.0.0.1:{backend_port}\n"
     )
 
@@ -343,11 +362,14 @@ def _wait_listening(
     raise RuntimeError(f"{name} did not listen on port {port} within {timeout}s")
 
 
-def _balancer_command(impl: str, port: int, backend_port: int, workdir: Path, *, layer: int) -> list[str]:
+def _balancer_command(
+    impl: str, port: int, backend_port: int, workdir: Path, *, layer: int, h2: bool = False
+) -> list[str]:
     if impl == PEER:
         config = workdir / f"haproxy-{port}.cfg"
         mode = "http" if layer == 7 else "tcp"
-        config.write_text(haproxy_config(port, backend_port, fd_limit=raise_fd_limit(), mode=mode))
+        limit = raise_fd_limit()
+        config.write_text(haproxy_config(port, backend_port, fd_limit=limit, mode=mode, h2=h2))
         return ["haproxy", "-db", "-f", str(config)]
     listen, backend = f"127.0.0.1:{port}", f"127.0.0.1:{backend_port}"
     command = [sys.executable, "-m", "wirelab", "lb", f"l{layer}", "--listen", listen, "--backend", backend]
@@ -367,7 +389,14 @@ class _Lab:
 
     @contextlib.contextmanager
     def front(
-        self, impl: str, backend_port: int, busy: dict[str, Any], key: str, *, layer: int = 4
+        self,
+        impl: str,
+        backend_port: int,
+        busy: dict[str, Any],
+        key: str,
+        *,
+        layer: int = 4,
+        h2: bool = False,
     ) -> Iterator[int]:
         """The port that clients of `impl` connect to: a fresh balancer's, or the backend's for direct.
 
@@ -378,7 +407,7 @@ class _Lab:
             yield backend_port
             return
         port = free_port()
-        command = _balancer_command(impl, port, backend_port, self.workdir, layer=layer)
+        command = _balancer_command(impl, port, backend_port, self.workdir, layer=layer, h2=h2)
         with run_process(
             command, port, self.workdir / f"{impl}-l{layer}.log", self.pinning.balancer
         ) as pid:
@@ -413,6 +442,14 @@ def _measure(lab: _Lab, impl: str, progress: Progress, task: TaskID) -> dict[str
             row["l7_req_per_s"], row["l7_errors"] = wrk_req_per_s(port, lab.plan.duration_s)
         if "l7_balancer_cpu_pct" in busy and row["l7_req_per_s"] > 0:
             busy["l7_balancer_cpu_us"] = busy["l7_balancer_cpu_pct"] / 100 / row["l7_req_per_s"] * 1e6
+    if impl in H2_IMPLS:
+        progress.update(task, description=f"{impl}: L7 over HTTP/2 (h2load)")
+        with lab.front(impl, lab.nginx_port, busy, "l7_h2_balancer_cpu_pct", layer=7, h2=True) as port:
+            row["l7_h2_req_per_s"], row["l7_h2_errors"] = h2load_req_per_s(port, lab.plan.duration_s)
+        if row["l7_h2_req_per_s"] > 0:
+            busy["l7_h2_balancer_cpu_us"] = (
+                busy["l7_h2_balancer_cpu_pct"] / 100 / row["l7_h2_req_per_s"] * 1e6
+            )
     progress.advance(task)
     return {**row, **busy}
 
@@ -456,7 +493,7 @@ def _measure_all(plan: LbPlan, pinning: Pinning, workdir: Path, progress: Progre
 def _with_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     peer = next((row for row in rows if row["impl"] == PEER), None)
     for row in rows:
-        for key in GOALS:
+        for key in RATIOS:
             wirelab = row["impl"].startswith("wirelab") and key in row
             if peer is not None and wirelab and peer.get(key, 0) > 0:
                 row[f"{key}_vs_haproxy"] = row[key] / peer[key]
@@ -494,6 +531,7 @@ def run_lb(plan: LbPlan, *, json_path: Path | None, console: Console, progress: 
 def _empty(row: dict[str, Any]) -> bool:
     """A figure the row should carry is missing or not positive."""
     keys = ("l4_gbit_per_s", "l4_conn_per_s") + (L7_KEYS if row["impl"] in L7_IMPLS else ())
+    keys += ("l7_h2_req_per_s",) if row["impl"] in H2_IMPLS else ()
     return any(row.get(key, 0) <= 0 for key in keys)
 
 
@@ -516,7 +554,12 @@ def summary(rows: Sequence[dict[str, Any]]) -> list[str]:
             verdict = "met" if ratio >= goal else "short"
             lines.append(f"{row['impl']}: {names[key]} {ratio:.3f}x haproxy (goal ≥ {goal}x: {verdict})")
     lines += _added_latency(rows)
-    for key, what in (("l4_conn_balancer_cpu_us", "new connection"), ("l7_balancer_cpu_us", "L7 request")):
+    costs_of = (
+        ("l4_conn_balancer_cpu_us", "new connection"),
+        ("l7_balancer_cpu_us", "L7 request"),
+        ("l7_h2_balancer_cpu_us", "L7 request over HTTP/2"),
+    )
+    for key, what in costs_of:
         costs = [_cost(r, rows, key) for r in rows if key in r]
         if costs:
             lines.append(f"balancer CPU per {what}: {', '.join(costs)}")

@@ -22,9 +22,12 @@ from pathlib import Path
 from wirelab.bench.report import percentile
 from wirelab.net.loop import runner
 
-__all__ = ["PacedTally", "nginx_config", "paced_latency_ms", "wrk_req_per_s"]
+__all__ = ["PacedTally", "h2load_req_per_s", "nginx_config", "paced_latency_ms", "wrk_req_per_s"]
 
 WRK_CONNECTIONS = 50
+H2_CONNECTIONS = 10
+H2_STREAMS = 10
+"""h2load's HTTP/2 load: this many connections, each with this many requests in flight."""
 PACED_CONNECTIONS = 8
 _REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 _LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
@@ -70,6 +73,25 @@ def wrk_req_per_s(port: int, duration_s: int) -> tuple[float, int]:
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", result.stdout)
     count = sum(int(n) for n in errors.groups()) if errors else 0
     return float(rate.group(1)), count + (int(bad.group(1)) if bad else 0)
+
+
+def h2load_req_per_s(port: int, duration_s: int) -> tuple[float, int]:
+    """One h2load run over h2c (prior knowledge): requests/s and the requests that failed or errored
+    (or did not answer 2xx)."""
+    command = ["h2load", "-D", str(duration_s), "-c", str(H2_CONNECTIONS), "-m", str(H2_STREAMS)]
+    result = subprocess.run(
+        [*command, f"http://127.0.0.1:{port}/"],
+        capture_output=True,
+        text=True,
+        timeout=duration_s + 30,
+        check=False,
+    )
+    rate = re.search(r"finished in [^,]+, ([\d.]+) req/s", result.stdout)
+    tally = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded", result.stdout)
+    codes = re.search(r"status codes: (\d+) 2xx", result.stdout)
+    if result.returncode != 0 or rate is None or tally is None or codes is None:
+        raise RuntimeError(f"h2load to port {port} failed: {result.stdout[-500:]}{result.stderr[-500:]}")
+    return float(rate.group(1)), int(tally.group(2)) - int(codes.group(1))
 
 
 @dataclass(frozen=True, slots=True)
