@@ -129,7 +129,9 @@ class ClientConnection:
         answered."""
         self.answered = self.answered or final
         self.writer.write(data)
-        await self.writer.drain()
+        transport = self.writer.transport
+        if transport.get_write_buffer_size() or transport.is_closing():  # else drain has nothing to do
+            await self.writer.drain()
 
     def close(self) -> None:
         if self._timer is not None:

@@ -56,10 +56,6 @@ class Upstream:
         self.answered_at = 0.0
         """The status of the last response head read through it, and when it came (for the metrics)."""
 
-    async def events(self) -> list[Response | Data | EndOfMessage]:
-        """Read once from the backend and parse (EOF included)."""
-        return self.parser.receive_data(await self.reader.read(RECV_BYTES))
-
     @property
     def reusable(self) -> bool:
         return self.parser.idle and not self.writer.is_closing() and not self.reader.at_eof()
@@ -174,7 +170,7 @@ async def _response(
 ) -> bool:
     while True:
         try:
-            events = await upstream.events()
+            events = upstream.parser.receive_data(await upstream.reader.read(RECV_BYTES))
         except HTTPResponseError as error:
             raise BackendFailed("protocol", error.detail, answered=downstream.answered) from None
         except OSError as error:
@@ -218,7 +214,7 @@ async def probe(backend: Backend, path: str, *, within_s: float) -> bool:
                     b"GET %b HTTP/1.1\r\nhost: %b\r\nconnection: close\r\n\r\n"
                     % (path.encode(), backend.address.encode())
                 )
-                while not (events := await upstream.events()):
+                while not (events := upstream.parser.receive_data(await upstream.reader.read(RECV_BYTES))):
                     pass
             finally:
                 upstream.close()
