@@ -23,7 +23,7 @@ from collections import defaultdict, deque
 
 from wirelab.net.relay import relay_streams
 from wirelab.proto.balance import Backend
-from wirelab.proto.http1 import Data, EndOfMessage, HTTPResponseError, Request, Response, ResponseParser
+from wirelab.proto.http1 import Data, HTTPResponseError, Request, Response, ResponseParser
 from wirelab.proxy.downstream import Downstream
 from wirelab.proxy.exchange import PSEUDONYM, RECV_BYTES
 from wirelab.proxy.l4 import open_tcp
