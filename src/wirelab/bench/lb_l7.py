@@ -56,21 +56,12 @@ def nginx_command(config: Path, workdir: Path) -> list[str]:
 def wrk_req_per_s(port: int, duration_s: int) -> tuple[float, int]:
     """One wrk run (one thread, WRK_CONNECTIONS keep-alive connections): requests/s and errors
     (socket errors plus answers other than 2xx/3xx)."""
-    command = ["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{duration_s}s", "--latency"]
-    result = subprocess.run(
-        [*command, f"http://127.0.0.1:{port}/"],
-        capture_output=True,
-        text=True,
-        timeout=duration_s + 30,
-        check=False,
-    )
-    rate = re.search(r"^Requests/sec:\s*([\d.]+)", result.stdout, re.MULTILINE)
-    if result.returncode != 0 or rate is None:
-        raise RuntimeError(f"wrk to port {port} failed: {result.stdout[-500:]}{result.stderr[-500:]}")
-    errors = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", result.stdout
-    )
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", result.stdout)
+    out = _load(["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{duration_s}s", "--latency"], port, duration_s)
+    rate = re.search(r"^Requests/sec:\s*([\d.]+)", out, re.MULTILINE)
+    if rate is None:
+        raise RuntimeError(f"wrk to port {port} printed no rate: {out[-500:]}")
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     count = sum(int(n) for n in errors.groups()) if errors else 0
     return float(rate.group(1)), count + (int(bad.group(1)) if bad else 0)
 
@@ -79,6 +70,17 @@ def h2load_req_per_s(port: int, duration_s: int) -> tuple[float, int]:
     """One h2load run over h2c (prior knowledge): requests/s and the requests that failed or errored
     (or did not answer 2xx)."""
     command = ["h2load", "-D", str(duration_s), "-c", str(H2_CONNECTIONS), "-m", str(H2_STREAMS)]
+    out = _load(command, port, duration_s)
+    rate = re.search(r"finished in [^,]+, ([\d.]+) req/s", out)
+    tally = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    codes = re.search(r"status codes: (\d+) 2xx", out)
+    if rate is None or tally is None or codes is None:
+        raise RuntimeError(f"h2load to port {port} printed no tally: {out[-500:]}")
+    return float(rate.group(1)), int(tally.group(2)) - int(codes.group(1))
+
+
+def _load(command: list[str], port: int, duration_s: int) -> str:
+    """Run a load generator against http://127.0.0.1:`port`/ and return what it printed."""
     result = subprocess.run(
         [*command, f"http://127.0.0.1:{port}/"],
         capture_output=True,
@@ -86,12 +88,10 @@ def h2load_req_per_s(port: int, duration_s: int) -> tuple[float, int]:
         timeout=duration_s + 30,
         check=False,
     )
-    rate = re.search(r"finished in [^,]+, ([\d.]+) req/s", result.stdout)
-    tally = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded", result.stdout)
-    codes = re.search(r"status codes: (\d+) 2xx", result.stdout)
-    if result.returncode != 0 or rate is None or tally is None or codes is None:
-        raise RuntimeError(f"h2load to port {port} failed: {result.stdout[-500:]}{result.stderr[-500:]}")
-    return float(rate.group(1)), int(tally.group(2)) - int(codes.group(1))
+    if result.returncode != 0:
+        tool = command[0]
+        raise RuntimeError(f"{tool} to port {port} failed: {result.stdout[-500:]}{result.stderr[-500:]}")
+    return result.stdout
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,14 @@ import contextlib
 import json
 import logging
 import math
+import socket
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from http import HTTPStatus
 
 from wirelab.errors import WirelabError
+from wirelab.net.acceptor import open_streams
 from wirelab.net.relay import Streams
 from wirelab.proto.http1 import Data, EndOfMessage, Event, HTTPRequestError, Limits, Request, RequestParser
 from wirelab.proxy.downstream import Handler
@@ -91,6 +94,26 @@ class ClientConnection:
         self._timer: asyncio.TimerHandle | None = None
         self.timed_out = False
         self._unread = b""
+
+    @classmethod
+    async def accept(
+        cls,
+        sock: socket.socket,
+        limits: Limits,
+        idle_timeout: float,
+        *,
+        tls: ssl.SSLContext | None = None,
+        handshake_s: float = 10.0,
+    ) -> ClientConnection:
+        """An accepted socket as a client connection (after the TLS handshake, with `tls`); the
+        socket is closed if that fails."""
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            reader, writer = await open_streams(sock, limit=RECV_BYTES, tls=tls, handshake_s=handshake_s)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(reader, writer, limits, idle_timeout)
 
     def unread(self, data: bytes) -> None:
         """Give back bytes `read` returned (the listener sniffed them for the HTTP/2 preface)."""

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
-from wirelab.net.acceptor import open_streams
 from wirelab.net.relay import relay_streams
 from wirelab.proto.balance import Backend
 from wirelab.proto.http1 import HTTPRequestError, Limits, Request
@@ -63,13 +62,7 @@ class ForwardProxy:
         self.limits = limits or Limits()
 
     async def handle(self, sock: socket.socket) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            reader, writer = await open_streams(sock, limit=RECV_BYTES)
-        except BaseException:
-            sock.close()
-            raise
-        client = ClientConnection(reader, writer, self.limits, self.idle_timeout)
+        client = await ClientConnection.accept(sock, self.limits, self.idle_timeout)
         try:
             await answer_requests(client, lambda request: self._exchange(client, request))
         finally:

@@ -35,14 +35,13 @@ from functools import partial
 from typing import Any
 
 from wirelab.errors import ConfigError
-from wirelab.net.acceptor import Acceptor, open_streams
+from wirelab.net.acceptor import Acceptor
 from wirelab.net.tls import CertificateAuthority, server_context
 from wirelab.proto.balance import Backend, Pool, Transition
 from wirelab.proto.breaker import Breakers, BreakerTransition
 from wirelab.proto.http1 import Request
 from wirelab.proxy.downstream import Downstream
 from wirelab.proxy.exchange import (
-    RECV_BYTES,
     ClientConnection,
     GatewayError,
     end_to_end,
@@ -159,19 +158,16 @@ class L7Balancer:
             await asyncio.sleep(interval)
 
     async def _serve(self, sock: socket.socket, peer: tuple[Any, ...]) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        tls = self._tls
+        tls, config = self._tls, self.config
         try:
-            reader, writer = await open_streams(
-                sock, limit=RECV_BYTES, tls=tls, handshake_s=self.config.header_timeout_s
+            client = await ClientConnection.accept(
+                sock, config.limits, config.idle_timeout_s, tls=tls, handshake_s=config.header_timeout_s
             )
         except (OSError, ssl.SSLError, TimeoutError) as error:
             log.debug("handshake failed: %r", error)
-            sock.close()
             return
         address, scheme = str(peer[0]), "https" if tls else "http"
-        config = self.config
-        client = ClientConnection(reader, writer, config.limits, config.idle_timeout_s)
+        reader, writer = client.reader, client.writer
         try:
             alpn = writer.get_extra_info("ssl_object").selected_alpn_protocol() if tls else None
             first = b"" if alpn else await client.read(config.header_timeout_s)

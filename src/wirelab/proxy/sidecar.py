@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from wirelab.errors import ConfigError
-from wirelab.net.acceptor import Acceptor, open_streams
+from wirelab.net.acceptor import Acceptor
 from wirelab.net.tls import client_context
 from wirelab.proto.http1 import HTTPRequestError, Limits, Request
 from wirelab.proto.tracecontext import child, new_span_id, parse
@@ -45,7 +45,6 @@ from wirelab.proxy.config import parse_address
 from wirelab.proxy.downstream import Downstream
 from wirelab.proxy.exchange import (
     PSEUDONYM,
-    RECV_BYTES,
     ClientConnection,
     GatewayError,
     end_to_end,
@@ -157,13 +156,7 @@ class Sidecar:
         await self.upstream.aclose()
 
     async def _serve(self, sock: socket.socket, peer: tuple[Any, ...]) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            reader, writer = await open_streams(sock, limit=RECV_BYTES)
-        except BaseException:
-            sock.close()
-            raise
-        client = ClientConnection(reader, writer, self.config.limits, self.config.idle_timeout_s)
+        client = await ClientConnection.accept(sock, self.config.limits, self.config.idle_timeout_s)
         try:
             await serve_h1(
                 client, self.handle, peer[0], scheme="http", header_timeout=self.config.header_timeout_s
