@@ -1,10 +1,13 @@
-"""HTTP/1.1 request parsing for proxies (RFC 9112): the head, the body's framing, and nothing it can doubt.
+"""HTTP/1.1 parsing for proxies (RFC 9112): the head, the body's framing, and nothing it can doubt.
 
 Theory of operation: `RequestParser` is fed bytes split anywhere and returns events, `Request` then
-`Data`... then `EndOfMessage`, for each request on a keep-alive connection. It consumes one line at a
-time (the request line, each field line, each chunk-size line) and looks for a line's end only within
-its limit, so an oversized head is refused as soon as it passes the limit, before its line ends, and
-memory stays bounded whatever the client sends. Body bytes are handed out as they arrive, never held.
+`Data`... then `EndOfMessage`, for each request on a keep-alive connection. When a whole head is
+buffered (the usual case) it is checked and split in one pass; otherwise, and to name what is wrong
+with a bad head, it is consumed one line at a time (the start line, each field line, each chunk-size
+line), looking for a line's end only within its limit, so an oversized head is refused as soon as it
+passes the limit and memory stays bounded whatever the client sends. Body bytes are handed out as
+they arrive, never held. Good requests ahead of a refused one in the same bytes are handed out
+first; the refusal comes with the next call (`error` tells it is pending).
 
 A proxy is where request smuggling happens: two parsers that disagree on where a request ends let an
 attacker hide a second request inside the first one's body. So this parser accepts only the one
@@ -17,6 +20,12 @@ field's colon (§5.1), chunk sizes that are not plain hex, and a missing or repe
 
 After a CONNECT request the bytes are no longer HTTP: the parser stops in the tunnel state and hands
 over what it had buffered through `trailing_data`.
+
+`ResponseParser` reads a backend's responses with the same rules for fields, bodies and chunks; only
+the start line and the framing differ (RFC 9112 §6.3): no body after HEAD or for 1xx, 204 and 304,
+interim 1xx before the final response, 101 handing the connection over, and a body without
+Content-Length or chunked running to the close. A broken backend raises `HTTPResponseError`. The
+proxies use it instead of h11 so that every request is parsed once on each side, by rules we own.
 """
 
 from __future__ import annotations

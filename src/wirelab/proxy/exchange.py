@@ -1,8 +1,11 @@
-"""The HTTP/1.1 pieces both of our proxies share: a client connection read through our strict parser,
-the end-to-end view of a header list, the response head re-framed for the client, and a refusal.
+"""The HTTP/1.1 client side every one of our proxies shares: a client connection read through our
+strict parser, its requests answered in turn, each response re-framed for the client (`H1Downstream`),
+the end-to-end view of a header list, the replay-safe rule, and a refusal as problem+json.
 
-The forward proxy (`forward.py`) and the layer 7 balancer (`l7.py`) differ in whom they act for, not
-in how a message crosses them, so this is written once.
+The forward proxy (`forward.py`), the layer 7 balancer (`l7.py`) and the sidecar (`sidecar.py`)
+differ in whom they act for and how they reach the far end, not in how a message from an HTTP/1.1
+client crosses them, so this is written once. Read deadlines (a request head's, the idle timeout)
+cost a float per read: one timer per connection, moved only when it would fire too late or early.
 """
 
 from __future__ import annotations
@@ -72,8 +75,9 @@ class ClientConnection:
     """One client connection: its streams, its parser, and the events parsed but not yet handled.
 
     Reads are bounded by a deadline (`within`, else the idle timeout) that costs a float per read:
-    one timer per connection, re-armed only when it fires before the current deadline. An expired
-    deadline aborts the transport, and the read that was waiting raises TimeoutError.
+    one timer per connection, re-armed when it fires before the current deadline and replaced when
+    a shorter deadline comes. An expired deadline aborts the transport, and the read that was
+    waiting raises TimeoutError.
     """
 
     def __init__(
