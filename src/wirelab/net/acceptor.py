@@ -64,15 +64,29 @@ class Acceptor:
                 self._room.clear()
                 await self._room.wait()
             try:
-                client, peer = await loop.sock_accept(self.listener)
+                self._start(*await loop.sock_accept(self.listener))
+                self._accept_waiting()
             except OSError as exc:
                 log.warning("accept failed: %s", exc)
                 await asyncio.sleep(0.1)
-                continue
-            self.accepted += 1
-            task = asyncio.create_task(self._serve(client, peer))
-            self.connections.add(task)
-            task.add_done_callback(self._forget)
+
+    def _accept_waiting(self) -> None:
+        """Take the connections already in the backlog without waiting for the loop again: under a
+        burst of new connections one wake-up serves many."""
+        assert self.listener is not None
+        while len(self.connections) < self._limit():
+            try:
+                client, peer = self.listener.accept()
+            except BlockingIOError:
+                return
+            client.setblocking(False)
+            self._start(client, peer)
+
+    def _start(self, client: socket.socket, peer: tuple[Any, ...]) -> None:
+        self.accepted += 1
+        task = asyncio.create_task(self._serve(client, peer))
+        self.connections.add(task)
+        task.add_done_callback(self._forget)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self.connections.discard(task)
