@@ -330,13 +330,14 @@ class _MessageParser:
         return HTTPRequestError(431, f"the header fields are over {self.limits.max_header_bytes} bytes")
 
     def _header_line(self) -> list[AnyEvent] | None:
-        field = self._field_line()
-        if isinstance(field, tuple):
+        fields = self._field_section()
+        return None if fields is None else self._head(fields)
+
+    def _field_section(self) -> Headers | None:
+        """Field lines up to the empty line ending them: the whole section, or None until it ends."""
+        while isinstance(field := self._field_line(), tuple):
             self._fields.append(field)
-            return []
-        if field is None:
-            return None
-        return self._head(tuple(self._fields))
+        return None if field is None else tuple(self._fields)
 
     def _body(self, version: bytes, framing: _Framing) -> None:
         """Enter the body as Content-Length or chunked framing says (RFC 9112 §6.3)."""
@@ -400,13 +401,8 @@ class _MessageParser:
         return []
 
     def _trailer_line(self) -> list[AnyEvent] | None:
-        field = self._field_line()
-        if isinstance(field, tuple):
-            self._fields.append(field)
-            return []
-        if field is None:
-            return None
-        return [self._end_message(tuple(self._fields))]
+        trailers = self._field_section()
+        return None if trailers is None else [self._end_message(trailers)]
 
     def _until_close(self) -> list[AnyEvent] | None:
         if not self._buffer:
