@@ -20,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
+from wirelab.net.acceptor import Acceptor
 from wirelab.net.relay import relay_streams
 from wirelab.proto.balance import Backend
 from wirelab.proto.http1 import HTTPRequestError, Limits, Request
@@ -185,21 +187,15 @@ async def serve_forward_proxy(
     host: str, port: int, proxy: ForwardProxy, *, on_ready: Callable[[str, int], None] | None = None
 ) -> None:
     """Accept connections until cancelled; `on_ready` hears the bound address (port 0 picks one)."""
-    loop = asyncio.get_running_loop()
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.create_server((host, port), family=family, backlog=1024)
-    listener.setblocking(False)
-    connections: set[asyncio.Task[None]] = set()
+    acceptor = Acceptor(lambda sock, _peer: proxy.handle(sock), limit=lambda: sys.maxsize)
+    acceptor.listen((host, port))
     try:
         if on_ready is not None:
-            on_ready(*listener.getsockname()[:2])
-        while True:
-            sock, _ = await loop.sock_accept(listener)
-            task = asyncio.create_task(proxy.handle(sock))
-            connections.add(task)
-            task.add_done_callback(connections.discard)
+            on_ready(*acceptor.address)
+        await acceptor.run()
     finally:
-        listener.close()
+        acceptor.close()
+        connections = set(acceptor.connections)
         for task in connections:
             task.cancel()
         await asyncio.gather(*connections, return_exceptions=True)
