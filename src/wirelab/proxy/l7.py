@@ -74,6 +74,7 @@ class L7Balancer:
         self._acceptor = Acceptor(self._serve, limit=lambda: self.config.max_connections)
         self._tls: ssl.SSLContext | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._checks: asyncio.Task[None] | None = None
         self._apply(config)
 
     @property
@@ -87,7 +88,7 @@ class L7Balancer:
     async def start(self) -> None:
         self._acceptor.listen(self.config.listen)
         self._tasks.append(asyncio.create_task(self._acceptor.run()))
-        self._tasks.append(asyncio.create_task(self._check_loop()))
+        self._start_checks()
         log.info(
             "listening on %s:%d (%s; pools: %s)",
             *self.address,
@@ -102,6 +103,7 @@ class L7Balancer:
         self._apply(config)
         self.upstreams.connect_timeout_s = config.connect_timeout_s
         self._acceptor.room()
+        self._start_checks()
         log.info("reloaded: %s", ", ".join(f"{p.name}={len(p.backends)}" for p in config.pools))
 
     async def drain(self) -> None:
@@ -118,7 +120,7 @@ class L7Balancer:
 
     async def close(self) -> None:
         """Stop accepting, cut the open connections, close the idle upstream ones."""
-        tasks = {*self._acceptor.connections, *self._tasks}
+        tasks = {*self._acceptor.connections, *self._tasks, *([self._checks] if self._checks else [])}
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -141,13 +143,17 @@ class L7Balancer:
         self._tls = _tls_context(config.tls) if config.tls else None
         self.config = config
 
-    async def _check_loop(self) -> None:
+    def _start_checks(self) -> None:
+        """(Re)start the active checks as the configuration says: none, or every `check_interval_s`."""
+        if self._checks is not None:
+            self._checks.cancel()
+            self._checks = None
+        if self.config.check_interval_s is not None:
+            self._checks = asyncio.create_task(self._check_loop(self.config.check_interval_s))
+
+    async def _check_loop(self, interval: float) -> None:
         """Active HTTP checks (GET `check_path`), each interval, of every backend of every pool."""
         while True:
-            interval = self.config.check_interval_s
-            if interval is None:
-                await asyncio.sleep(1.0)  # a reload may turn checks on
-                continue
             within = min(interval, self.config.connect_timeout_s)
             for pool in list(self.pools.values()):
                 backends = pool.backends
