@@ -22,7 +22,15 @@ from pathlib import Path
 from wirelab.bench.report import percentile
 from wirelab.net.loop import runner
 
-__all__ = ["PacedTally", "h2load_req_per_s", "nginx_config", "paced_latency_ms", "wrk_req_per_s"]
+__all__ = [
+    "PacedTally",
+    "h2load_req_per_s",
+    "nginx_config",
+    "paced_latency_ms",
+    "parse_wrk",
+    "run_load",
+    "wrk_req_per_s",
+]
 
 WRK_CONNECTIONS = 50
 H2_CONNECTIONS = 10
@@ -30,6 +38,7 @@ H2_STREAMS = 10
 """h2load's HTTP/2 load: this many connections, each with this many requests in flight."""
 PACED_CONNECTIONS = 8
 _REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 _LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
 
 
@@ -56,21 +65,34 @@ def nginx_command(config: Path, workdir: Path) -> list[str]:
 def wrk_req_per_s(port: int, duration_s: int) -> tuple[float, int]:
     """One wrk run (one thread, WRK_CONNECTIONS keep-alive connections): requests/s and errors
     (socket errors plus answers other than 2xx/3xx)."""
-    out = _load(["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{duration_s}s", "--latency"], port, duration_s)
-    rate = re.search(r"^Requests/sec:\s*([\d.]+)", out, re.MULTILINE)
+    command = ["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{duration_s}s", "--latency"]
+    tally = parse_wrk(run_load(command, port, duration_s))
+    return tally["req_per_s"], int(tally["errors"])
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    """Requests/s, p50 and p99 latency (ms, when printed) and errors (socket errors plus answers other
+    than 2xx/3xx) from wrk's report."""
+    rate = re.search(r"^Requests/sec:\s*([\d.]+)", output, re.MULTILINE)
     if rate is None:
-        raise RuntimeError(f"wrk to port {port} printed no rate: {out[-500:]}")
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    count = sum(int(n) for n in errors.groups()) if errors else 0
-    return float(rate.group(1)), count + (int(bad.group(1)) if bad else 0)
+        raise RuntimeError(f"wrk printed no rate: {output[-500:]}")
+    tally: dict[str, float] = {"req_per_s": float(rate[1])}
+    for q in (50, 99):
+        found = re.search(rf"^\s+{q}%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.MULTILINE)
+        if found is not None:
+            tally[f"latency_p{q}_ms"] = float(found[1]) * _UNITS_MS[found[2]]
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    tally["errors"] = sum(map(int, errors.groups())) if errors else 0
+    tally["errors"] += int(bad[1]) if bad else 0
+    return tally
 
 
 def h2load_req_per_s(port: int, duration_s: int) -> tuple[float, int]:
     """One h2load run over h2c (prior knowledge): requests/s and the requests that failed or errored
     (or did not answer 2xx)."""
     command = ["h2load", "-D", str(duration_s), "-c", str(H2_CONNECTIONS), "-m", str(H2_STREAMS)]
-    out = _load(command, port, duration_s)
+    out = run_load(command, port, duration_s)
     rate = re.search(r"finished in [^,]+, ([\d.]+) req/s", out)
     tally = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded", out)
     codes = re.search(r"status codes: (\d+) 2xx", out)
@@ -79,7 +101,7 @@ def h2load_req_per_s(port: int, duration_s: int) -> tuple[float, int]:
     return float(rate.group(1)), int(tally.group(2)) - int(codes.group(1))
 
 
-def _load(command: list[str], port: int, duration_s: int) -> str:
+def run_load(command: list[str], port: int, duration_s: int) -> str:
     """Run a load generator against http://127.0.0.1:`port`/ and return what it printed."""
     result = subprocess.run(
         [*command, f"http://127.0.0.1:{port}/"],

@@ -17,9 +17,7 @@ per request says what the multiplexing, tracing and retries cost.
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,11 +30,11 @@ from rich.console import Console
 from rich.progress import Progress
 
 from wirelab.bench.lb import run_process
-from wirelab.bench.lb_l7 import nginx_command
+from wirelab.bench.lb_l7 import nginx_command, parse_wrk, run_load
 from wirelab.bench.report import Column, cpu_seconds, print_table, write_json
 from wirelab.testing import free_port
 
-__all__ = ["IMPLS", "SidecarPlan", "missing_peers", "nginx_config", "parse_wrk", "run_sidecar"]
+__all__ = ["IMPLS", "SidecarPlan", "missing_peers", "nginx_config", "run_sidecar"]
 
 IMPLS = ("direct-h1", "sidecar-h2")
 COLUMNS = (
@@ -50,7 +48,6 @@ COLUMNS = (
     Column("sidecar_cpu_us_per_req", "sidecar CPU µs/req", ",.0f"),
     Column("errors", "errors", ","),
 )
-_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 _NGINX_TEMPS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
@@ -87,37 +84,9 @@ def nginx_config(h1_port: int, h2_port: int, workdir: Path) -> str:
     )
 
 
-def parse_wrk(output: str) -> dict[str, float]:
-    """Requests/s, p50 and p99 latency (ms) and errors (socket errors plus non-2xx/3xx answers)."""
-    rate = re.search(r"^Requests/sec:\s*([\d.]+)", output, re.MULTILINE)
-    if rate is None:
-        raise RuntimeError(f"wrk printed no rate: {output[-500:]}")
-    row: dict[str, float] = {"req_per_s": float(rate[1])}
-    for q in (50, 99):
-        found = re.search(rf"^\s+{q}%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.MULTILINE)
-        if found is not None:
-            row[f"latency_p{q}_ms"] = float(found[1]) * _UNITS_MS[found[2]]
-    socket_errors = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
-    )
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    row["errors"] = sum(map(int, socket_errors.groups())) if socket_errors else 0
-    row["errors"] += int(bad[1]) if bad else 0
-    return row
-
-
 def _wrk(port: int, plan: SidecarPlan) -> dict[str, float]:
     command = ["wrk", f"-t{plan.threads}", f"-c{plan.connections}", f"-d{plan.duration_s}s", "--latency"]
-    result = subprocess.run(
-        [*command, f"http://127.0.0.1:{port}/"],
-        capture_output=True,
-        text=True,
-        timeout=plan.duration_s + 30,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"wrk to port {port} failed: {result.stdout[-500:]}{result.stderr[-500:]}")
-    return parse_wrk(result.stdout)
+    return parse_wrk(run_load(command, port, plan.duration_s))
 
 
 def _connections(log: Path) -> int:
