@@ -31,14 +31,13 @@ from wirelab.proto.balance import Backend
 from wirelab.proto.http1 import HTTPRequestError, Limits, Request
 from wirelab.proxy.exchange import (
     PSEUDONYM,
-    RECV_BYTES,
     ClientConnection,
     GatewayError,
     H1Downstream,
     answer_requests,
     end_to_end,
 )
-from wirelab.proxy.upstream import BackendFailed, Upstream, exchange, request_head
+from wirelab.proxy.upstream import BackendFailed, Upstream, connect, exchange, request_head
 
 __all__ = ["ForwardProxy", "GatewayError", "serve_forward_proxy"]
 
@@ -115,34 +114,13 @@ class ForwardProxy:
 
     async def _connect(self, host: str, port: int) -> Upstream:
         try:
-            async with asyncio.timeout(self.connect_timeout):
-                sock = await _open_socket(host, port)
-                reader, writer = await asyncio.open_connection(sock=sock, limit=RECV_BYTES)
+            return await connect(Backend(host, port), within_s=self.connect_timeout)
         except TimeoutError:
             raise GatewayError(
                 504, f"{host}:{port} did not accept within {self.connect_timeout}s"
             ) from None
         except OSError as error:
             raise GatewayError(502, f"cannot connect to {host}:{port}: {error}") from None
-        return Upstream(Backend(host, port), reader, writer)
-
-
-async def _open_socket(host: str, port: int) -> socket.socket:
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    error: OSError = OSError(f"no address for {host}")
-    for family, kind, proto, _, address in infos:
-        sock = socket.socket(family, kind, proto)
-        sock.setblocking(False)
-        try:
-            await loop.sock_connect(sock, address)
-        except OSError as failure:
-            sock.close()
-            error = failure
-            continue
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
-    raise error
 
 
 def _origin(request: Request) -> _Origin:

@@ -28,7 +28,7 @@ from wirelab.proxy.downstream import Downstream
 from wirelab.proxy.exchange import PSEUDONYM, RECV_BYTES
 from wirelab.proxy.l4 import open_tcp
 
-__all__ = ["BackendFailed", "Upstream", "UpstreamPool", "exchange", "probe", "request_head"]
+__all__ = ["BackendFailed", "Upstream", "UpstreamPool", "connect", "exchange", "probe", "request_head"]
 
 
 class BackendFailed(Exception):
