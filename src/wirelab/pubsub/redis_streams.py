@@ -63,7 +63,7 @@ import secrets
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -462,7 +462,7 @@ class RedisListener(QueueListener):
 
     async def _aclose(self) -> None:
         """Disconnect: Redis forgets the subscription with the connection."""
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        await _close_pubsub(self._pubsub)
 
     async def _release(self) -> None:
         self._on_close(self)
@@ -470,6 +470,11 @@ class RedisListener(QueueListener):
             self._reader.cancel()
             await asyncio.wait([self._reader])  # not `await`: no CancelledError to suppress
         await self._aclose()
+
+
+# Some redis-py releases annotate PubSub.aclose and some do not: naming its type here keeps our calls
+# typed either way, with no `type: ignore` that one release needs and the next reports as unused.
+_close_pubsub: Callable[[PubSub], Awaitable[None]] = PubSub.aclose
 
 
 def _again(message: Message) -> Message:

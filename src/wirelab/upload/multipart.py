@@ -7,11 +7,15 @@ The first part with a filename is the image; other fields are read past and igno
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from wirelab.errors import BadRequest, Unprocessable
+
+if TYPE_CHECKING:  # python-multipart defines its callback table for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 __all__ = ["file_part", "is_multipart"]
 
@@ -25,7 +29,7 @@ async def file_part(chunks: AsyncIterator[bytes], content_type: str) -> AsyncIte
     if not boundary:
         raise BadRequest("a multipart/form-data body needs a boundary in its Content-Type")
     part = _FilePart()
-    parser = MultipartParser(boundary, part.callbacks())  # type: ignore[arg-type]
+    parser = MultipartParser(boundary, part.callbacks())
     try:
         async for chunk in chunks:
             parser.write(chunk)
@@ -51,7 +55,7 @@ class _FilePart:
         self._field = self._value = b""
         self._data: list[bytes] = []
 
-    def callbacks(self) -> dict[str, object]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._begin,
             "on_header_field": lambda data, start, end: self._add("_field", data[start:end]),
