@@ -186,6 +186,37 @@ _SERVER_OPTIONS = [
         "may be taken by a retry.",
     ),
     click.option(
+        "--header-timeout",
+        "header_timeout_s",
+        default=10.0,
+        show_default=True,
+        type=click.FloatRange(0.001, 3600),
+        help="Seconds a request head may take to arrive whole (then: 408 and close; slow-loris defence).",
+    ),
+    click.option(
+        "--idle-timeout",
+        "idle_timeout_s",
+        default=5,
+        show_default=True,
+        type=click.IntRange(1, 3600),
+        help="Seconds a kept-alive connection may wait for its next request before it is closed.",
+    ),
+    click.option(
+        "--body-timeout",
+        "body_timeout_s",
+        default=30.0,
+        show_default=True,
+        type=click.FloatRange(0.001, 3600),
+        help="Seconds a request body may stall before the connection is cut (a tus PATCH keeps what came).",
+    ),
+    click.option(
+        "--max-connections",
+        default=10_000,
+        show_default=True,
+        type=click.IntRange(1, 1_000_000),
+        help="Open connections (WebSockets and streams too) past which new ones get 503 + Retry-After.",
+    ),
+    click.option(
         "--access-log/--no-access-log",
         default=True,
         show_default=True,
@@ -234,11 +265,14 @@ def serve(**options: Any) -> None:
 def _serve_app(options: dict[str, Any], *, pipeline: bool, dispatch: bool) -> None:
     from wirelab.app import Config, WirelabApp
     from wirelab.errors import ConfigError
+    from wirelab.http.guard import ConnectionLimits
     from wirelab.http.serve import serve
 
     access_log = options.pop("access_log")
+    limit_names = ("header_timeout_s", "idle_timeout_s", "body_timeout_s", "max_connections")
     try:
-        config = Config(**options, pipeline=pipeline, dispatch=dispatch)
+        limits = ConnectionLimits(**{name: options.pop(name) for name in limit_names})
+        config = Config(**options, limits=limits, pipeline=pipeline, dispatch=dispatch)
         app = WirelabApp(config)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
@@ -249,6 +283,7 @@ def _serve_app(options: dict[str, Any], *, pipeline: bool, dispatch: bool) -> No
         port=config.port,
         on_stop=app.begin_shutdown,
         ws_max_size=config.ws_max_size,
+        limits=config.limits,
         access_log=access_log,
         log_level=config.log_level,
     )

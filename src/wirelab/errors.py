@@ -11,8 +11,11 @@
     │   ├── PreconditionFailed    412: a precondition header (a protocol version) does not hold
     │   ├── PayloadTooLarge       413: a body over the configured limit
     │   ├── UnsupportedMediaType  415: a body of a type we do not take
+    │   ├── RequestTimeout        408: the request did not arrive in time (a slow head)
     │   ├── Unprocessable         422: well-formed but meaningless
-    │   └── Locked                423: another request holds the resource right now
+    │   ├── Locked                423: another request holds the resource right now
+    │   ├── HeadersTooLarge       431: a request head over the configured limit
+    │   └── ServiceUnavailable    503: over a capacity limit now; carries Retry-After
     ├── ProtocolError             a peer broke a protocol we parse (remote fault)
     └── ConfigError               bad configuration given to us (local misuse)
 
@@ -30,6 +33,7 @@ __all__ = [
     "Conflict",
     "Forbidden",
     "Gone",
+    "HeadersTooLarge",
     "Locked",
     "MethodNotAllowed",
     "NotFound",
@@ -37,6 +41,8 @@ __all__ = [
     "PreconditionFailed",
     "ProblemError",
     "ProtocolError",
+    "RequestTimeout",
+    "ServiceUnavailable",
     "Unprocessable",
     "UnsupportedMediaType",
     "WirelabError",
@@ -124,6 +130,23 @@ class UnsupportedMediaType(ProblemError):
 class Locked(ProblemError):
     status = 423
     title = "Locked"
+
+
+class RequestTimeout(ProblemError):
+    status = 408
+    title = "Request Timeout"
+
+
+class HeadersTooLarge(ProblemError):
+    status = 431
+    title = "Request Header Fields Too Large"
+
+
+class ServiceUnavailable(ProblemError):
+    """503; pass `headers={"retry-after": seconds}` so clients know when to come back."""
+
+    status = 503
+    title = "Service Unavailable"
 
 
 def problem_body(error: ProblemError, *, instance: str | None = None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wirelab.errors import ConfigError
+from wirelab.http.guard import ConnectionLimits
 
 __all__ = ["Config"]
 
@@ -38,6 +39,8 @@ class Config:
     idempotency_stale_s: float = 60.0
     """A key claimed this long ago without an answer is taken over: its request died (kill -9)."""
     log_level: str = "info"
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    """Deadlines and caps of every HTTP connection (slow heads, stalled bodies, too many open)."""
     jwt_secret: str | None = field(
         default_factory=lambda: os.environ.get("WIRELAB_JWT_SECRET") or None, repr=False
     )

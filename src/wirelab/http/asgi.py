@@ -13,8 +13,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
-from wirelab.errors import BadRequest, PayloadTooLarge, ProblemError, WirelabError, problem_body
+from wirelab.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    ProblemError,
+    UnsupportedMediaType,
+    WirelabError,
+    problem_body,
+)
 from wirelab.http.wsprotocol import WRITE_FRAME
+from wirelab.proto import strictjson
 
 __all__ = [
     "ClientGone",
@@ -94,11 +102,12 @@ class Request:
         return self._body
 
     async def json(self, *, limit: int = JSON_BODY_LIMIT) -> Any:
-        raw = await self.body(limit=limit)
-        try:
-            return json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BadRequest(f"the body is not valid JSON: {exc}") from None
+        """The body as JSON, bounded in size and depth (`strictjson`); a body declared as some other
+        type is a 415; a body with no declared type is taken as JSON."""
+        declared = self.headers.get("content-type")
+        if declared is not None and not is_json_type(declared):
+            raise UnsupportedMediaType(f"send the body as application/json, not {declared[:80]!r}")
+        return strictjson.loads(await self.body(limit=limit))
 
     async def wait_disconnect(self) -> None:
         while (await self.receive())["type"] != "http.disconnect":
@@ -125,6 +134,12 @@ class Request:
 
 class ClientGone(WirelabError):
     """The client hung up before we had read its request."""
+
+
+def is_json_type(content_type: str) -> bool:
+    """application/json, or any `+json` type (application/merge-patch+json, ...), parameters aside."""
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
 def parse_int(raw: str | None, name: str, *, default: int, minimum: int = 0) -> int:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 
-from wirelab.errors import MethodNotAllowed, NotFound, ProblemError, WirelabError
-from wirelab.http.asgi import ClientGone, Receive, Request, Scope, Send, WebSocket, send_problem
+from wirelab.errors import MethodNotAllowed, NotFound, ProblemError
+from wirelab.http.asgi import (
+    ClientGone,
+    Receive,
+    Request,
+    Scope,
+    Send,
+    WebSocket,
+    WebSocketClosed,
+    send_problem,
+)
 
 __all__ = ["HttpHandler", "Router", "WebSocketHandler"]
 
@@ -52,9 +63,18 @@ class Router:
             pass
         except ProblemError as error:
             await send_problem(request.send, error, instance=request.path)
-        except WirelabError as error:
-            log.exception("unexpected error on %s %s", request.method, request.path)
-            await send_problem(request.send, ProblemError(str(error)), instance=request.path)
+        except Exception:
+            await self._internal_error(request)
+
+    async def _internal_error(self, request: Request) -> None:
+        """A bug, not the client's fault: logged whole under an id the client is given as the
+        problem's `instance`, so a report can be matched to its traceback; the process serves on."""
+        instance = f"urn:uuid:{uuid.uuid4()}"
+        log.exception("unexpected error on %s %s (%s)", request.method, request.path, instance)
+        error = ProblemError(f"an unexpected error; the server's log has it under {instance}")
+        # If the response had begun, the server refuses a second start and cuts the connection.
+        with contextlib.suppress(RuntimeError):
+            await send_problem(request.send, error, instance=instance)
 
     def _match_http(self, request: Request) -> tuple[HttpHandler, dict[str, str]]:
         for pattern, methods in self._http:
@@ -76,6 +96,14 @@ class Router:
         for pattern, handler in self._ws:
             match = pattern.match(ws.path)
             if match is not None:
-                await handler(ws, **match.groupdict())
+                try:
+                    await handler(ws, **match.groupdict())
+                except WebSocketClosed:
+                    pass
+                except Exception:
+                    instance = f"urn:uuid:{uuid.uuid4()}"
+                    log.exception("unexpected error on WebSocket %s (%s)", ws.path, instance)
+                    with contextlib.suppress(WebSocketClosed, RuntimeError):
+                        await ws.close(1011, instance)
                 return
         await ws.close(1008, "no WebSocket is served at this path")

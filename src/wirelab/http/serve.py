@@ -1,5 +1,5 @@
-"""Run an ASGI application on uvicorn: HTTP/1.1 with httptools, WebSocket with websockets' sans-I/O core
-(extended in `wsprotocol`).
+"""Run an ASGI application on uvicorn: HTTP/1.1 with httptools under our connection limits (`guard`),
+WebSocket with websockets' sans-I/O core (extended in `wsprotocol`).
 
 Our server subclass changes one thing: on SIGINT or SIGTERM it first tells the application to begin
 shutting down (so streams end now instead of when uvicorn's grace period runs out), then lets uvicorn
@@ -15,6 +15,8 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 import uvicorn
+
+from wirelab.http.guard import ConnectionLimits, Guard
 
 __all__ = ["serve"]
 
@@ -50,6 +52,7 @@ def serve(
     port: int,
     on_stop: Callable[[], None],
     ws_max_size: int,
+    limits: ConnectionLimits,
     access_log: bool,
     log_level: str,
 ) -> None:
@@ -58,7 +61,8 @@ def serve(
         host=host,
         port=port,
         loop="auto",
-        http="httptools",
+        http=Guard(limits).protocol_factory(),
+        timeout_keep_alive=limits.idle_timeout_s,
         ws="wirelab.http.wsprotocol:PushWebSocketProtocol",
         ws_max_size=ws_max_size,
         lifespan="on",

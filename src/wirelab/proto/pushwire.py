@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wirelab.errors import BadRequest
+from wirelab.proto import strictjson
 
 __all__ = [
     "Subscribe",
@@ -45,10 +46,7 @@ def parse_client_message(text: str | bytes) -> Subscribe | Unsubscribe:
     """Validate one client message; BadRequest says exactly what is wrong with it."""
     if isinstance(text, bytes):
         raise BadRequest("send JSON text frames, not binary")
-    try:
-        message = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"not valid JSON: {exc}") from None
+    message = strictjson.loads(text)
     if not isinstance(message, dict):
         raise BadRequest("a message is a JSON object")
     op, topic = message.get("op"), message.get("topic")
