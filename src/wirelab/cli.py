@@ -211,10 +211,9 @@ _SERVER_OPTIONS = [
     ),
     click.option(
         "--max-connections",
-        default=10_000,
-        show_default=True,
         type=click.IntRange(1, 1_000_000),
-        help="Open connections (WebSockets and streams too) past which new ones get 503 + Retry-After.",
+        help="Open connections (WebSockets and streams too) past which new ones get 503 + Retry-After "
+        "[default: 80% of the open-file limit, `ulimit -n`].",
     ),
     click.option(
         "--access-log/--no-access-log",
@@ -271,7 +270,8 @@ def _serve_app(options: dict[str, Any], *, pipeline: bool, dispatch: bool) -> No
     access_log = options.pop("access_log")
     limit_names = ("header_timeout_s", "idle_timeout_s", "body_timeout_s", "max_connections")
     try:
-        limits = ConnectionLimits(**{name: options.pop(name) for name in limit_names})
+        chosen = {name: options.pop(name) for name in limit_names}
+        limits = ConnectionLimits(**{k: v for k, v in chosen.items() if v is not None})
         config = Config(**options, limits=limits, pipeline=pipeline, dispatch=dispatch)
         app = WirelabApp(config)
     except ConfigError as exc:

@@ -7,7 +7,7 @@ import sys
 
 from click.testing import CliRunner
 
-from wirelab.bench import commands, lb, upload
+from wirelab.bench import commands, lb, slowloris, upload
 from wirelab.bench.fanout import IMPLS
 from wirelab.clients import TRANSPORTS
 
@@ -32,6 +32,7 @@ def test_option_lists_match_the_scenarios() -> None:
     assert commands.IMPLS == IMPLS
     assert tuple(upload.MODES) == commands.UPLOAD_MODES
     assert lb.IMPLS == commands.LB_IMPLS
+    assert slowloris.IMPLS == commands.SLOWLORIS_IMPLS
 
 
 def test_an_unknown_transport_is_a_usage_error() -> None:

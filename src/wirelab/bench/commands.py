@@ -23,11 +23,13 @@ __all__ = ["bench"]
 
 # Spelled out here rather than imported, since importing the scenarios would slow --help down;
 # tests check that they match wirelab.clients.TRANSPORTS, wirelab.bench.fanout.IMPLS,
-# wirelab.bench.pubsub.IMPLS, wirelab.bench.lb.IMPLS and wirelab.bench.upload.MODES.
+# wirelab.bench.pubsub.IMPLS, wirelab.bench.lb.IMPLS, wirelab.bench.upload.MODES and
+# wirelab.bench.slowloris.IMPLS.
 TRANSPORTS = ("get", "short", "long", "sse", "ws")
 IMPLS = ("wirelab-mixed", "wirelab-ws", "websockets-broadcast")
 PUBSUB_IMPLS = ("embedded", "wirelab-amqp", "wirelab-redis", "aio-pika-bare")
 LB_IMPLS = ("wirelab-splice", "wirelab-copy", "haproxy", "direct")
+SLOWLORIS_IMPLS = ("wirelab", "nginx", "wirelab-no-deadline")
 UPLOAD_MODES = ("single", "tus-1m", "tus-8m", "tus-64m", "tus-parallel-4", "tus-resumed-3")
 
 _JSON_OPTION = click.option(
@@ -406,6 +408,46 @@ def sidecar(duration: int, connections: int, json_path: Path | None) -> None:
     plan = SidecarPlan(duration_s=duration, connections=connections)
     console, progress = _consoles()
     _exit(lambda: run_sidecar(plan, json_path=json_path, console=console, progress=progress), console)
+
+
+@bench.command()
+@click.option(
+    "--connections", default=3000, show_default=True, type=click.IntRange(1), help="Slow connections."
+)
+@click.option(
+    "--header-timeout",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 600),
+    help="The head deadline given to both servers (wirelab --header-timeout, nginx client_header_timeout).",
+)
+@click.option(
+    "--impls",
+    default=",".join(SLOWLORIS_IMPLS),
+    show_default=True,
+    type=_Names(SLOWLORIS_IMPLS),
+    help="Comma-separated servers to flood.",
+)
+@_JSON_OPTION
+def slowloris(
+    connections: int, header_timeout: float, impls: tuple[str, ...], json_path: Path | None
+) -> None:
+    """Flood `wirelab up` and nginx with slow-loris clients (half a request head, then a header line
+    a second) while a probe keeps asking GET /healthz, and compare how each holds up.
+
+    Per server: slow connections closed by the server and when the last one was, the probe's
+    latency p50/p99 and failures during the flood, and the server's peak RSS. Needs Debian's nginx.
+    """
+    from wirelab.bench.slowloris import SlowlorisPlan, missing_peers, run_slowloris
+
+    missing = missing_peers() if "nginx" in impls else []
+    if missing:
+        raise click.ClickException("; ".join(missing))
+    plan = SlowlorisPlan(connections=connections, header_timeout_s=header_timeout)
+    console, progress = _consoles()
+    _exit(
+        lambda: run_slowloris(plan, impls, json_path=json_path, console=console, progress=progress), console
+    )
 
 
 def _consoles() -> tuple[Console, Progress]:

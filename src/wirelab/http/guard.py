@@ -29,7 +29,8 @@ import asyncio
 import functools
 import json
 import logging
-from dataclasses import dataclass
+import resource
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -45,7 +46,14 @@ from wirelab.errors import (
     problem_body,
 )
 
-__all__ = ["Burst", "ConnectionLimits", "Guard", "GuardedHttpProtocol", "problem_response"]
+__all__ = [
+    "Burst",
+    "ConnectionLimits",
+    "Guard",
+    "GuardedHttpProtocol",
+    "default_max_connections",
+    "problem_response",
+]
 
 log = logging.getLogger("wirelab.http")
 
@@ -55,6 +63,13 @@ LINGER_S = 1.0
 unread input does not reset the connection and destroy the answer before the client reads it."""
 
 
+def default_max_connections() -> int:
+    """80% of this process's open-file limit (as HAProxy derives maxconn from `ulimit -n`): the
+    rest stays for the store, uploads, logs and the refusals' own brief sockets."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 1_000_000 if soft == resource.RLIM_INFINITY else max(16, soft * 4 // 5)
+
+
 @dataclass(frozen=True)
 class ConnectionLimits:
     header_timeout_s: float = 10.0
@@ -62,7 +77,7 @@ class ConnectionLimits:
     """Whole seconds: uvicorn's keep-alive timer takes an int."""
     body_timeout_s: float = 30.0
     max_head_bytes: int = 32 * 1024
-    max_connections: int = 10_000
+    max_connections: int = field(default_factory=default_max_connections)
 
     def __post_init__(self) -> None:
         checks = [

@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass
 
 from wirelab.errors import BadRequest, Conflict, Unprocessable
+from wirelab.proto import strictjson
 
 __all__ = [
     "HEADER",
@@ -93,10 +94,11 @@ def check_key(raw: str) -> str:
 
 def fingerprint(method: str, path: str, body: bytes) -> str:
     """What makes two requests "the same": method, path and payload. A JSON payload is compared by
-    meaning, so a retry that re-serialises it (other key order, other spacing) still matches."""
+    meaning, so a retry that re-serialises it (other key order, other spacing) still matches; a body
+    that is not JSON to our strict parser is compared byte for byte (the handler will refuse it)."""
     try:
-        payload = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        payload = json.dumps(strictjson.loads(body), sort_keys=True, separators=(",", ":")).encode()
+    except BadRequest:
         payload = body
     return hashlib.sha256(b"%s %s\n%s" % (method.encode(), path.encode(), payload)).hexdigest()
 
