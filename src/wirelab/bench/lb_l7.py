@@ -26,6 +26,7 @@ __all__ = [
     "PacedTally",
     "h2load_req_per_s",
     "nginx_config",
+    "nginx_temp_paths",
     "paced_latency_ms",
     "parse_wrk",
     "run_load",
@@ -44,18 +45,23 @@ _LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
 
 def nginx_config(port: int, workdir: Path) -> str:
     """One worker answering `ok` to everything on loopback; its pid, log and temp files in `workdir`."""
-    temp = "\n".join(f"    {kind}_temp_path {workdir}/nginx-{kind};" for kind in _NGINX_TEMPS)
+    temp = nginx_temp_paths(workdir)
     return (
         f"daemon off;\nworker_processes 1;\npid {workdir}/nginx.pid;\n"
         f"error_log {workdir}/nginx-error.log warn;\n"
         "events { worker_connections 4096; }\n"
-        f"http {{\n    access_log off;\n    keepalive_requests 1000000;\n{temp}\n"
+        f"http {{\n    access_log off;\n    keepalive_requests 1000000;\n{temp}"
         f"    server {{\n        listen 127.0.0.1:{port};\n"
         '        location / { return 200 "ok"; }\n    }\n}\n'
     )
 
 
 _NGINX_TEMPS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+
+def nginx_temp_paths(workdir: Path) -> str:
+    """The http block's temp-path lines, all in `workdir`: an unprivileged nginx cannot use /var/lib."""
+    return "".join(f"    {kind}_temp_path {workdir}/nginx-{kind};\n" for kind in _NGINX_TEMPS)
 
 
 def nginx_command(config: Path, workdir: Path) -> list[str]:

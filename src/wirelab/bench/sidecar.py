@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from wirelab.bench.lb import run_process
-from wirelab.bench.lb_l7 import nginx_command, parse_wrk, run_load
+from wirelab.bench.lb_l7 import nginx_command, nginx_temp_paths, parse_wrk, run_load
 from wirelab.bench.report import Column, cpu_seconds, print_table, write_json
 from wirelab.testing import free_port
 
@@ -48,7 +48,6 @@ COLUMNS = (
     Column("sidecar_cpu_us_per_req", "sidecar CPU µs/req", ",.0f"),
     Column("errors", "errors", ","),
 )
-_NGINX_TEMPS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +68,7 @@ def missing_peers() -> list[str]:
 def nginx_config(h1_port: int, h2_port: int, workdir: Path) -> str:
     """One worker answering `ok` over HTTP/1.1 on `h1_port` and h2c on `h2_port`, each listener
     logging the connection number of every request to its own file in `workdir`."""
-    temps = "".join(f"    {kind}_temp_path {workdir}/nginx-{kind};\n" for kind in _NGINX_TEMPS)
+    temps = nginx_temp_paths(workdir)
     servers = "".join(
         f"    server {{\n        listen 127.0.0.1:{port}{flag};\n"
         f"        access_log {workdir}/{name}.log conn;\n"

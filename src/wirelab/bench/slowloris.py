@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from wirelab.bench.lb import run_process
-from wirelab.bench.lb_l7 import nginx_command
+from wirelab.bench.lb_l7 import nginx_command, nginx_temp_paths
 from wirelab.bench.report import Column, percentile, print_table, raise_fd_limit, write_json
 from wirelab.testing import ServerProcess, free_port
 
@@ -164,10 +164,7 @@ def missing_peers() -> list[str]:
 
 
 def nginx_config(port: int, plan: SlowlorisPlan, workdir: Path) -> str:
-    temps = "".join(
-        f"    {kind}_temp_path {workdir}/nginx-{kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
+    temps = nginx_temp_paths(workdir)
     deadline_ms = round(plan.header_timeout_s * 1000)  # nginx takes whole units only
     return (
         f"daemon off;\nworker_processes 1;\nworker_rlimit_nofile 65536;\npid {workdir}/nginx.pid;\n"
