@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from wirelab.bench.slowloris import SlowlorisPlan, flood
@@ -151,7 +152,10 @@ def test_a_slow_head_flood_is_cut_while_others_are_served(tmp_path: Path) -> Non
     slow one is closed by the server at the head deadline (counted from the client side)."""
     plan = SlowlorisPlan(connections=3000, header_timeout_s=3)
     with ServerProcess(tmp_path, "--header-timeout", "3") as server:
+        descriptors = psutil.Process(server.pid).num_fds()
         flooded = asyncio.run(flood(server.port, plan))
+        time.sleep(0.5)
+        assert psutil.Process(server.pid).num_fds() <= descriptors + 2  # no socket left behind
     row = flooded.row(plan.connections)
     assert row["cut"] == plan.connections, row
     assert 3 <= row["last_cut_s"] < 8, row
