@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import logging
 import signal
 import socket
@@ -26,44 +25,14 @@ from typing import Any
 from wirelab.errors import ConfigError
 from wirelab.net import SPLICE_AVAILABLE, relay
 from wirelab.net.acceptor import Acceptor
+from wirelab.net.connect import open_tcp
 from wirelab.proto.balance import Backend, Pool, Transition
 from wirelab.proto.proxyproto import encode_v1, encode_v2
 from wirelab.proxy.config import L4Config
 
-__all__ = ["L4Balancer", "open_tcp", "serve"]
+__all__ = ["L4Balancer", "serve"]
 
 log = logging.getLogger("wirelab.proxy.l4")
-
-
-async def open_tcp(host: str, port: int, *, within_s: float) -> socket.socket:
-    """A connected non-blocking socket to the first of `host`'s addresses that accepts, all within
-    `within_s`; IP literals skip the resolver (a thread hop per connection)."""
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(within_s):
-        try:
-            version = ipaddress.ip_address(host).version
-            addresses: list[tuple[int, tuple[Any, ...]]] = [
-                (socket.AF_INET6 if version == 6 else socket.AF_INET, (host, port))
-            ]
-        except ValueError:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            addresses = [(info[0], info[4]) for info in infos]
-        error = OSError(f"no address for {host}")
-        for family, address in addresses:
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            try:
-                sock.setblocking(False)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                await loop.sock_connect(sock, address)
-            except OSError as failure:
-                sock.close()
-                error = failure
-                continue
-            except BaseException:
-                sock.close()
-                raise
-            return sock
-        raise error
 
 
 class L4Balancer:

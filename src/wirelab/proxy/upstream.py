@@ -21,12 +21,12 @@ import asyncio
 import time
 from collections import defaultdict, deque
 
+from wirelab.net.connect import open_tcp
 from wirelab.net.relay import relay_streams
 from wirelab.proto.balance import Backend
 from wirelab.proto.http1 import Data, HTTPResponseError, Request, Response, ResponseParser
 from wirelab.proxy.downstream import Downstream
 from wirelab.proxy.exchange import PSEUDONYM, RECV_BYTES
-from wirelab.proxy.l4 import open_tcp
 
 __all__ = ["BackendFailed", "Upstream", "UpstreamPool", "connect", "exchange", "probe", "request_head"]
 
