@@ -2,8 +2,9 @@
 
 Theory of operation: each subscriber is a Protocol that writes its opening request from
 `connection_made` and then only reacts to `data_received`, feeding the sans-I/O parsers of
-`wirelab.bench.wire`. An idle subscriber is therefore a transport, a protocol object and a small
-buffer: the load generator stays far cheaper per connection than the server it measures.
+`wirelab.bench.wire` and `wirelab.proto.wsframe`. An idle subscriber is therefore a transport, a
+protocol object and a small buffer: the load generator stays far cheaper per connection than the
+server it measures.
 
 - `SSESub` sends `GET /topics/logins/events` with Last-Event-ID, then decodes the chunked event stream.
 - `WSSub` upgrades `GET /ws`, subscribes with a masked text frame and answers pings with pongs.
@@ -26,22 +27,11 @@ import time
 from collections import Counter
 from typing import Any, cast
 
-from wirelab.bench.wire import (
-    OP_CLOSE,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
-    ChunkedDecoder,
-    FrameReader,
-    encode_client_frame,
-    http_get,
-    split_head,
-    ws_accept,
-    ws_handshake,
-)
+from wirelab.bench.wire import ChunkedDecoder, http_get, split_head, ws_handshake
 from wirelab.errors import ProtocolError
 from wirelab.proto.pushwire import encode_subscribe
 from wirelab.proto.sse import ServerSentEvent, SSEDecoder
+from wirelab.proto.wsframe import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameReader, accept_key, encode_frame
 
 __all__ = ["KINDS", "LongSub", "SSESub", "Sub", "Tally", "WSSub", "subscriber"]
 
@@ -197,7 +187,7 @@ class WSSub(Sub):
             rest = self._head(data, 101)
             if rest is None:
                 return
-            if self.head_headers.get("sec-websocket-accept") != ws_accept(self._key):
+            if self.head_headers.get("sec-websocket-accept") != accept_key(self._key):
                 raise ProtocolError("wrong Sec-WebSocket-Accept")
             self._frames = FrameReader()
             self._send(OP_TEXT, encode_subscribe(TOPIC, self.seen).encode())
@@ -214,7 +204,7 @@ class WSSub(Sub):
 
     def _send(self, opcode: int, payload: bytes) -> None:
         if self.transport is not None:
-            self.transport.write(encode_client_frame(opcode, payload, os.urandom(4)))
+            self.transport.write(encode_frame(opcode, payload, mask_key=os.urandom(4)))
 
 
 class LongSub(Sub):
