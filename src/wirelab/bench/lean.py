@@ -2,7 +2,7 @@
 
 Theory of operation: each subscriber is a Protocol that writes its opening request from
 `connection_made` and then only reacts to `data_received`, feeding the sans-I/O parsers of
-`wirelab.bench.wire` and `wirelab.proto.wsframe`. An idle subscriber is therefore a transport, a
+`wirelab.proto` (HTTP/1.1 responses, WebSocket frames, SSE). An idle subscriber is therefore a transport, a
 protocol object and a small buffer: the load generator stays far cheaper per connection than the
 server it measures.
 
@@ -27,8 +27,9 @@ import time
 from collections import Counter
 from typing import Any, cast
 
-from wirelab.bench.wire import ChunkedDecoder, http_get, split_head, ws_handshake
+from wirelab.bench.wire import http_get, ws_handshake
 from wirelab.errors import ProtocolError
+from wirelab.proto.http1 import Data, EndOfMessage, Response, ResponseEvent, ResponseParser
 from wirelab.proto.pushwire import encode_subscribe
 from wirelab.proto.sse import ServerSentEvent, SSEDecoder
 from wirelab.proto.wsframe import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameReader, accept_key, encode_frame
@@ -84,8 +85,8 @@ class Sub(asyncio.Protocol):
         self.seen = after
         self.transport: asyncio.Transport | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.head_headers: dict[str, str] = {}
-        self._buffer = bytearray()
+        self.head: Response | None = None
+        self._parser = ResponseParser()
         self._closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -133,17 +134,15 @@ class Sub(asyncio.Protocol):
         else:
             self.tally.errors[reason] += 1
 
-    def _head(self, data: bytes, status: int) -> bytes | None:
-        """The bytes after the response head, once it has arrived with the expected status."""
-        self._buffer += data
-        head = split_head(self._buffer)
-        if head is None:
-            return None
-        if head.status != status:
-            raise ProtocolError(f"status {head.status}, expected {status}")
-        self.head_headers = head.headers
-        rest, self._buffer = bytes(self._buffer), bytearray()
-        return rest
+    def _responses(self, data: bytes, status: int) -> list[ResponseEvent]:
+        """The response events `data` completes; a response of another status is a failure."""
+        events = self._parser.receive_data(data)
+        for event in events:
+            if isinstance(event, Response):
+                if event.status != status:
+                    raise ProtocolError(f"status {event.status}, expected {status}")
+                self.head = event
+        return events
 
 
 class SSESub(Sub):
@@ -151,7 +150,6 @@ class SSESub(Sub):
 
     def __init__(self, tally: Tally, host: str, after: int) -> None:
         super().__init__(tally, host, after)
-        self._chunks: ChunkedDecoder | None = None
         self._events = SSEDecoder()
 
     def opening(self) -> bytes:
@@ -159,16 +157,13 @@ class SSESub(Sub):
         return http_get(self.host, f"/topics/{TOPIC}/events", headers)
 
     def receive(self, data: bytes, now: float) -> None:
-        if self._chunks is None:
-            rest = self._head(data, 200)
-            if rest is None:
-                return
-            self._chunks = ChunkedDecoder()
-            self._became_ready()
-            data = rest
-        for item in self._events.receive_data(self._chunks.receive_data(data)):
-            if isinstance(item, ServerSentEvent):
-                self.deliver(json.loads(item.data), now)
+        for event in self._responses(data, 200):
+            if isinstance(event, Response):
+                self._became_ready()
+            elif isinstance(event, Data):
+                for item in self._events.receive_data(event.data):
+                    if isinstance(item, ServerSentEvent):
+                        self.deliver(json.loads(item.data), now)
 
 
 class WSSub(Sub):
@@ -184,15 +179,17 @@ class WSSub(Sub):
 
     def receive(self, data: bytes, now: float) -> None:
         if self._frames is None:
-            rest = self._head(data, 101)
-            if rest is None:
+            self._responses(data, 101)
+            if not self._parser.tunnel:
                 return
-            if self.head_headers.get("sec-websocket-accept") != accept_key(self._key):
+            if self.head is None or self.head.values(b"sec-websocket-accept") != [
+                accept_key(self._key).encode()
+            ]:
                 raise ProtocolError("wrong Sec-WebSocket-Accept")
             self._frames = FrameReader()
             self._send(OP_TEXT, encode_subscribe(TOPIC, self.seen).encode())
             self._became_ready()
-            data = rest
+            data = self._parser.trailing_data
         for frame in self._frames.receive_data(data):
             if frame.opcode == OP_TEXT:
                 self.deliver(json.loads(frame.payload)["data"], now)
@@ -212,7 +209,7 @@ class LongSub(Sub):
 
     def __init__(self, tally: Tally, host: str, after: int) -> None:
         super().__init__(tally, host, after)
-        self._length: int | None = None
+        self._body = bytearray()
 
     def opening(self) -> bytes:
         return http_get(self.host, f"/topics/{TOPIC}?after={self.seen}&wait={LONG_WAIT_S}")
@@ -222,21 +219,14 @@ class LongSub(Sub):
         self._became_ready()  # the server answers only when there is news
 
     def receive(self, data: bytes, now: float) -> None:
-        if self._length is None:
-            rest = self._head(data, 200)
-            if rest is None:
-                return
-            self._length = int(self.head_headers["content-length"])
-            data = rest
-        self._buffer += data
-        if len(self._buffer) >= self._length:
-            body, rest = bytes(self._buffer[: self._length]), bytes(self._buffer[self._length :])
-            self._buffer, self._length = bytearray(), None
-            self.deliver(json.loads(body), now)
-            if self.transport is not None:
-                self.transport.write(self.opening())
-            if rest:
-                self.receive(rest, now)
+        for event in self._responses(data, 200):
+            if isinstance(event, Data):
+                self._body += event.data
+            elif isinstance(event, EndOfMessage):
+                body, self._body = bytes(self._body), bytearray()
+                self.deliver(json.loads(body), now)
+                if self.transport is not None:
+                    self.transport.write(self.opening())
 
 
 KINDS: dict[str, type[Sub]] = {"sse": SSESub, "ws": WSSub, "long": LongSub}
