@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wirelab.bench.report import percentile
+from wirelab.errors import ProtocolError
 from wirelab.net.loop import runner
+from wirelab.proto.http1 import EndOfMessage, Response, ResponseParser
 
 __all__ = [
     "PacedTally",
@@ -40,7 +42,6 @@ H2_STREAMS = 10
 PACED_CONNECTIONS = 8
 _REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
-_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
 
 
 def nginx_config(port: int, workdir: Path) -> str:
@@ -164,14 +165,15 @@ async def _worker(
     port: int, due: asyncio.Queue[float | None], latencies: list[float], failed: list[int]
 ) -> None:
     """One keep-alive connection taking the next due request; reconnects after a failure."""
-    conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    conn: tuple[asyncio.StreamReader, asyncio.StreamWriter, ResponseParser] | None = None
     while (scheduled := await due.get()) is not None:
         try:
-            conn = conn or await asyncio.open_connection("127.0.0.1", port)
+            if conn is None:
+                conn = (*await asyncio.open_connection("127.0.0.1", port), ResponseParser())
             conn[1].write(_REQUEST)
-            await _read_response(conn[0])
+            await _read_response(conn[0], conn[2])
             latencies.append((time.perf_counter() - scheduled) * 1000)
-        except (OSError, EOFError, ValueError, asyncio.LimitOverrunError):
+        except (OSError, EOFError, ValueError, ProtocolError):
             failed[0] += 1
             if conn is not None:
                 conn[1].close()
@@ -180,11 +182,14 @@ async def _worker(
         conn[1].close()
 
 
-async def _read_response(reader: asyncio.StreamReader) -> None:
-    head = await reader.readuntil(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 200"):
-        raise ValueError(f"unexpected answer: {head[:40]!r}")
-    length = _LENGTH.search(head)
-    if length is None:
-        raise ValueError("an answer without Content-Length")
-    await reader.readexactly(int(length.group(1)))
+async def _read_response(reader: asyncio.StreamReader, parser: ResponseParser) -> None:
+    """Read one whole answer, which must be a 200, through the lab's own response parser."""
+    while True:
+        data = await reader.read(65536)
+        for event in parser.receive_data(data):
+            if isinstance(event, Response) and event.status != 200:
+                raise ValueError(f"unexpected answer: {event.status}")
+            if isinstance(event, EndOfMessage):
+                return
+        if not data:
+            raise EOFError("the server closed the connection")
