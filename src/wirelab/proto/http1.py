@@ -52,6 +52,7 @@ __all__ = [
     "Response",
     "ResponseEvent",
     "ResponseParser",
+    "keeps_alive",
 ]
 
 Headers = tuple[tuple[bytes, bytes], ...]
@@ -567,8 +568,13 @@ class _Framing:
                 self.codings += (item.strip(b" \t").lower() for item in value.split(b","))
 
     def persistent(self, version: bytes) -> bool:
-        """RFC 9112 §9.3: whether the connection may carry another message after this one."""
-        return b"keep-alive" in self.connection if version == b"1.0" else b"close" not in self.connection
+        return keeps_alive(version, self.connection)
+
+
+def keeps_alive(version: bytes, connection: list[bytes]) -> bool:
+    """RFC 9112 §9.3: whether the connection may carry another message after one of HTTP/`version`
+    with these Connection tokens (lowercase): 1.1 persists unless told to close, 1.0 only if asked."""
+    return b"keep-alive" in connection if version == b"1.0" else b"close" not in connection
 
 
 def _body_framing(version: bytes, framing: _Framing) -> tuple[bool, int]:

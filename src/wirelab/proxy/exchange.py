@@ -1,6 +1,6 @@
 """The HTTP/1.1 client side every one of our proxies shares: a client connection read through our
 strict parser, its requests answered in turn, each response re-framed for the client (`H1Downstream`),
-the end-to-end view of a header list, the replay-safe rule, and a refusal as problem+json.
+and a refusal as problem+json (the forwarding rules are `wirelab.proto.forwarding`).
 
 The forward proxy (`forward.py`), the layer 7 balancer (`l7.py`) and the sidecar (`sidecar.py`)
 differ in whom they act for and how they reach the far end, not in how a message from an HTTP/1.1
@@ -24,21 +24,28 @@ from http import HTTPStatus
 from wirelab.errors import WirelabError
 from wirelab.net.acceptor import open_streams
 from wirelab.net.relay import Streams
-from wirelab.proto.http1 import Data, EndOfMessage, Event, HTTPRequestError, Limits, Request, RequestParser
+from wirelab.proto.forwarding import end_to_end, via
+from wirelab.proto.http1 import (
+    Data,
+    EndOfMessage,
+    Event,
+    HTTPRequestError,
+    Limits,
+    Request,
+    RequestParser,
+    keeps_alive,
+)
 from wirelab.proxy.downstream import Handler
 
 __all__ = [
-    "PSEUDONYM",
     "RECV_BYTES",
     "ClientConnection",
     "GatewayError",
     "H1Downstream",
     "answer_requests",
-    "end_to_end",
     "persistent",
     "problem_document",
     "problem_response",
-    "replayable",
     "response_head",
     "serve_h1",
 ]
@@ -46,20 +53,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RECV_BYTES = 64 << 10
-_HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
-PSEUDONYM = b"wirelab"
 
 
 class GatewayError(WirelabError):
@@ -243,7 +236,7 @@ class H1Downstream:
     async def switch(self, status_line: bytes, headers: Sequence[tuple[bytes, bytes]]) -> Streams:
         """Pass a 101 answer on whole; the connection then belongs to the upgraded protocol."""
         fields = b"".join(n + b": " + v + b"\r\n" for n, v in headers)
-        await self.client.send(status_line + fields + b"via: 1.1 " + PSEUDONYM + b"\r\n\r\n")
+        await self.client.send(status_line + fields + b"%b: %b\r\n\r\n" % via(b"1.1"))
         return self.client.reader, self.client.writer
 
 
@@ -266,18 +259,6 @@ def response_head(
     fields.append((b"connection", b"close" if close else b"keep-alive"))
     start = b"HTTP/1.1 %d %b\r\n" % (status, reason)
     return start + b"".join(n + b": " + v + b"\r\n" for n, v in fields) + b"\r\n", chunked, close
-
-
-def end_to_end(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The fields meant for the far end: minus hop-by-hop ones and those Connection names (§7.6.1)."""
-    fields = list(headers)
-    named = {
-        token.strip(b" \t").lower()
-        for name, value in fields
-        if name == b"connection"
-        for token in value.split(b",")
-    }
-    return [(name, value) for name, value in fields if name not in _HOP_BY_HOP and name not in named]
 
 
 def problem_document(status: int, detail: str) -> bytes:
@@ -342,17 +323,7 @@ async def _next_request(client: ClientConnection, within: float | None) -> Event
     return event
 
 
-_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
-
-
-def replayable(request: Request, *, has_body: bool) -> bool:
-    """Whether a proxy may send this request again after a failure that left its outcome unknown:
-    idempotent (RFC 9110 §9.2.2), or carrying an Idempotency-Key, and with no body to resend."""
-    return not has_body and (request.method in _IDEMPOTENT or bool(request.values(b"idempotency-key")))
-
-
 def persistent(request: Request) -> bool:
     """RFC 9112 §9.3, from this request's own fields: the parser's flag follows the latest request
     parsed, which is a later one when the client pipelines."""
-    connection = request.tokens(b"connection")
-    return b"keep-alive" in connection if request.version == b"1.0" else b"close" not in connection
+    return keeps_alive(request.version, request.tokens(b"connection"))

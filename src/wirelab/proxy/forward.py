@@ -28,15 +28,9 @@ from urllib.parse import SplitResult, urlsplit
 from wirelab.net.acceptor import Acceptor
 from wirelab.net.relay import relay_streams
 from wirelab.proto.balance import Backend
+from wirelab.proto.forwarding import end_to_end, via
 from wirelab.proto.http1 import HTTPRequestError, Limits, Request
-from wirelab.proxy.exchange import (
-    PSEUDONYM,
-    ClientConnection,
-    GatewayError,
-    H1Downstream,
-    answer_requests,
-    end_to_end,
-)
+from wirelab.proxy.exchange import ClientConnection, GatewayError, H1Downstream, answer_requests
 from wirelab.proxy.upstream import BackendFailed, Upstream, connect, exchange, request_head
 
 __all__ = ["ForwardProxy", "GatewayError", "serve_forward_proxy"]
@@ -80,7 +74,7 @@ class ForwardProxy:
         downstream = H1Downstream(client, request, scheme="http")
         fields = [(b"host", origin.authority)]
         fields += (field for field in end_to_end(request.headers) if field[0] != b"host")
-        fields += [(b"via", request.version + b" " + PSEUDONYM), (b"connection", b"close")]
+        fields += [via(request.version), (b"connection", b"close")]
         head = request_head(request, origin.target, fields, has_body=downstream.has_body)
         try:
             return await exchange(request, head, upstream, downstream, idle_timeout_s=self.idle_timeout)

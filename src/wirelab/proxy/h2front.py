@@ -52,9 +52,10 @@ from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 from h2.utilities import HeaderValidationFlags, validate_headers
 
+from wirelab.proto.forwarding import end_to_end
 from wirelab.proto.http1 import HTTPRequestError, Limits, Request
 from wirelab.proxy.downstream import Handler
-from wirelab.proxy.exchange import RECV_BYTES, GatewayError, end_to_end, problem_document
+from wirelab.proxy.exchange import RECV_BYTES, GatewayError, problem_document
 
 __all__ = [
     "CONNECTION_WINDOW",

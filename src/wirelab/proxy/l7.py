@@ -39,15 +39,10 @@ from wirelab.net.acceptor import Acceptor
 from wirelab.net.tls import CertificateAuthority, server_context
 from wirelab.proto.balance import Backend, Pool, Transition
 from wirelab.proto.breaker import Breakers, BreakerTransition
+from wirelab.proto.forwarding import forwarded_for, replayable
 from wirelab.proto.http1 import Request
 from wirelab.proxy.downstream import Downstream
-from wirelab.proxy.exchange import (
-    ClientConnection,
-    GatewayError,
-    end_to_end,
-    replayable,
-    serve_h1,
-)
+from wirelab.proxy.exchange import ClientConnection, GatewayError, serve_h1
 from wirelab.proxy.h2front import serve_h2
 from wirelab.proxy.l7config import L7Config, PoolConfig, TLSSettings
 from wirelab.proxy.metrics import Metrics
@@ -340,28 +335,11 @@ def _hash_key(request: Request, peer: str, hash_on: tuple[str, bytes] | None) ->
 def _upstream_fields(
     request: Request, peer: str, backend: Backend, scheme: str
 ) -> list[tuple[bytes, bytes]]:
-    """RFC 9110 §7.6: hop-by-hop fields dropped, Via added; RFC 7239 Forwarded and X-Forwarded-For
-    (in one pass over the fields: this runs for every request)."""
-    fields, chain, forwards = [], [], []
-    host = b""
-    for name, value in end_to_end(request.headers):
-        if name == b"x-forwarded-for":
-            chain.append(value)
-        elif name == b"forwarded":
-            forwards.append(value)
-        elif name != b"x-forwarded-proto":
-            host = value if name == b"host" and not host else host
-            fields.append((name, value))
-    if not host:  # HTTP/1.0 may omit it; we speak 1.1 upstream
+    """The forwarding rules (`wirelab.proto.forwarding`), and a Host for HTTP/1.0 requests without one
+    (we speak 1.1 upstream), and the Upgrade a WebSocket needs passed on."""
+    fields, host = forwarded_for(request.headers, peer=peer, scheme=scheme, version=request.version)
+    if not host:
         fields.insert(0, (b"host", backend.address.encode()))
-    node = f'"[{peer}]"' if ":" in peer else peer
-    forwarded = f"for={node};proto={scheme}".encode() + (b';host="%b"' % host if host else b"")
-    fields += [
-        (b"x-forwarded-for", b", ".join([*chain, peer.encode()])),
-        (b"forwarded", b", ".join([*forwards, forwarded])),
-        (b"x-forwarded-proto", scheme.encode()),
-        (b"via", request.version + b" wirelab"),
-    ]
     if b"upgrade" in request.tokens(b"connection") and (upgrade := request.values(b"upgrade")):
         fields += [(b"upgrade", upgrade[0]), (b"connection", b"upgrade")]
     return fields

@@ -39,18 +39,12 @@ from urllib.parse import urlsplit
 from wirelab.errors import ConfigError
 from wirelab.net.acceptor import Acceptor
 from wirelab.net.tls import client_context
+from wirelab.proto.forwarding import end_to_end, replayable, via
 from wirelab.proto.http1 import HTTPRequestError, Limits, Request
 from wirelab.proto.tracecontext import child, new_span_id, parse
 from wirelab.proxy.config import parse_address
 from wirelab.proxy.downstream import Downstream
-from wirelab.proxy.exchange import (
-    PSEUDONYM,
-    ClientConnection,
-    GatewayError,
-    end_to_end,
-    replayable,
-    serve_h1,
-)
+from wirelab.proxy.exchange import ClientConnection, GatewayError, serve_h1
 from wirelab.proxy.h2upstream import H2Upstream, Origin, Response, UpstreamError, UpstreamTimeout
 
 __all__ = ["Sidecar", "SidecarConfig", "serve", "sidecar_config"]
@@ -256,7 +250,7 @@ class _Exchange:
         fields.append((b"traceparent", self.traceparent.encode()))
         fields += ((b"tracestate", value) for value in self.tracestate)
         fields.append((b"x-request-id", self.request_id))
-        fields.append((b"via", self.request.version + b" " + PSEUDONYM))
+        fields.append(via(self.request.version))
         return fields
 
     async def _relay(self, response: Response) -> bool:
@@ -265,7 +259,7 @@ class _Exchange:
         headers = response.headers
         if not any(name == b"x-request-id" for name, _ in headers):
             headers = [*headers, (b"x-request-id", self.request_id)]
-        headers = [*headers, (b"via", b"2 " + PSEUDONYM)]
+        headers = [*headers, via(b"2")]
         try:
             await self.downstream.respond(response.status, _reason(response.status), headers)
             async for data in response:

@@ -24,9 +24,10 @@ from collections import defaultdict, deque
 from wirelab.net.connect import open_tcp
 from wirelab.net.relay import relay_streams
 from wirelab.proto.balance import Backend
+from wirelab.proto.forwarding import via
 from wirelab.proto.http1 import Data, HTTPResponseError, Request, Response, ResponseParser
 from wirelab.proxy.downstream import Downstream
-from wirelab.proxy.exchange import PSEUDONYM, RECV_BYTES
+from wirelab.proxy.exchange import RECV_BYTES
 
 __all__ = ["BackendFailed", "Upstream", "UpstreamPool", "connect", "exchange", "probe", "request_head"]
 
@@ -183,8 +184,7 @@ async def _response(
                 upstream.status, upstream.answered_at = event.status, time.perf_counter()
                 if event.status == 101:
                     return await _switch(event, upstream, downstream, idle_timeout_s)
-                via = (b"via", event.version + b" " + PSEUDONYM)
-                await downstream.respond(event.status, event.reason, [*event.headers, via])
+                await downstream.respond(event.status, event.reason, [*event.headers, via(event.version)])
             else:
                 return await downstream.finish()
         await downstream.flush()
