@@ -27,10 +27,10 @@ from h2.connection import H2Connection
 from h2.events import DataReceived, Event, WindowUpdated
 from h2.exceptions import StreamClosedError
 
+from wirelab.http.downstream import Downstream
+from wirelab.http.h1server import GatewayError
+from wirelab.http.h2server import serve_h2
 from wirelab.proto.http1 import Limits, Request
-from wirelab.proxy.downstream import Downstream
-from wirelab.proxy.exchange import GatewayError
-from wirelab.proxy.h2front import serve_h2
 
 BIG = 16 << 20
 PIECE = bytes(range(256)) * 256  # 64 KiB

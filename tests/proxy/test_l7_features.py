@@ -38,7 +38,7 @@ from tests.proxy.l7_backends import (
     serving,
     url,
 )
-from tests.proxy.test_h2front import run, tool
+from tests.http.test_h2server import run, tool
 from wirelab.proto.balance import State
 from wirelab.proxy.l7 import L7Balancer
 from wirelab.proxy.l7config import L7Config, parse_l7_config

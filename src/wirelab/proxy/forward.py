@@ -7,7 +7,7 @@ raw TCP tunnel (which is how `https://` URLs go through it, TLS end to end). A r
 
 Each client connection has a strict `RequestParser` (our smuggling defences) and, per request, a fresh
 upstream connection, through which the request goes as the layer 7 balancer's do
-(`wirelab.proxy.upstream.exchange`): the body and the response stream both ways at once, and an
+(`wirelab.http.h1client.exchange`): the body and the response stream both ways at once, and an
 origin's early `100 Continue` reaches the client. Hop-by-hop fields (RFC 9110 §7.6.1) are dropped,
 `Via` is added in both directions, and the response is re-framed for the client: its Content-Length
 kept, otherwise chunked for HTTP/1.1 or delimited by closing for HTTP/1.0. A tunnel is
@@ -25,13 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
+from wirelab.http.h1client import BackendFailed, Upstream, connect, exchange, request_head
+from wirelab.http.h1server import ClientConnection, GatewayError, H1Downstream, answer_requests
 from wirelab.net.acceptor import Acceptor
 from wirelab.net.relay import relay_streams
 from wirelab.proto.balance import Backend
 from wirelab.proto.forwarding import end_to_end, via
 from wirelab.proto.http1 import HTTPRequestError, Limits, Request
-from wirelab.proxy.exchange import ClientConnection, GatewayError, H1Downstream, answer_requests
-from wirelab.proxy.upstream import BackendFailed, Upstream, connect, exchange, request_head
 
 __all__ = ["ForwardProxy", "GatewayError", "serve_forward_proxy"]
 

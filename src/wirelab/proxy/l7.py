@@ -1,13 +1,13 @@
 """The layer 7 (HTTP) balancer: a reverse proxy that picks a backend per request, not per connection.
 
-Theory of operation: clients speak HTTP/1.1 (`wirelab.proxy.exchange`, our strict parser with its
-smuggling defences) or HTTP/2 (`wirelab.proxy.h2front`: over TLS when ALPN picks h2, or in clear when
+Theory of operation: clients speak HTTP/1.1 (`wirelab.http.h1server`, our strict parser with its
+smuggling defences) or HTTP/2 (`wirelab.http.h2server`: over TLS when ALPN picks h2, or in clear when
 the connection opens with the HTTP/2 preface); either way each request reaches `handle` with a
 `Downstream` to answer through, so everything below is written once. `handle` routes the request
 by host and path prefix to a named pool (`wirelab.proto.routing`), where the pool's algorithm picks
 a backend among those that are healthy (`wirelab.proto.balance`: passive ejection, optional active
 HTTP checks) and whose circuit breaker admits it (`wirelab.proto.breaker`). The request then goes over
-a pooled keep-alive HTTP/1.1 connection (`wirelab.proxy.upstream`) with hop-by-hop fields dropped
+a pooled keep-alive HTTP/1.1 connection (`wirelab.http.h1client`) with hop-by-hop fields dropped
 and X-Forwarded-For, Forwarded, X-Forwarded-Proto and Via added; a 101 answer (WebSocket) turns the
 client's HTTP/1.1 connection into a relay.
 
@@ -35,18 +35,18 @@ from functools import partial
 from typing import Any
 
 from wirelab.errors import ConfigError
+from wirelab.http.downstream import Downstream
+from wirelab.http.h1client import BackendFailed, Upstream, UpstreamPool, exchange, probe, request_head
+from wirelab.http.h1server import ClientConnection, GatewayError, serve_h1
+from wirelab.http.h2server import serve_h2
 from wirelab.net.acceptor import Acceptor
 from wirelab.net.tls import CertificateAuthority, server_context
 from wirelab.proto.balance import Backend, Pool, Transition
 from wirelab.proto.breaker import Breakers, BreakerTransition
 from wirelab.proto.forwarding import forwarded_for, replayable
 from wirelab.proto.http1 import Request
-from wirelab.proxy.downstream import Downstream
-from wirelab.proxy.exchange import ClientConnection, GatewayError, serve_h1
-from wirelab.proxy.h2front import serve_h2
 from wirelab.proxy.l7config import L7Config, PoolConfig, TLSSettings
 from wirelab.proxy.metrics import Metrics
-from wirelab.proxy.upstream import BackendFailed, Upstream, UpstreamPool, exchange, probe, request_head
 
 __all__ = ["L7Balancer", "serve"]
 

@@ -2,7 +2,7 @@
 
 Theory of operation: the application keeps speaking plain HTTP/1.1 to a local port, one request per
 connection at a time; the sidecar multiplexes all of them as streams of one HTTP/2 connection to
-the upstream (`wirelab.proxy.h2upstream`), so the upstream sees one connection instead of one per
+the upstream (`wirelab.http.h2client`), so the upstream sees one connection instead of one per
 client connection, and every request gains what the application never had to implement:
 
 - tracing: a W3C `traceparent` naming a new span of ours, in the trace the request came with or in
@@ -14,7 +14,7 @@ client connection, and every request gains what the application never had to imp
   or got 502, 503 or 504; never once part of the response went to the client;
 - HTTP/1.1 framing on the way back: the upstream's length kept, or chunked when it gave none.
 
-The client side is ours (`wirelab.proxy.exchange`: the strict parser, keep-alive, pipelining,
+The client side is ours (`wirelab.http.h1server`: the strict parser, keep-alive, pipelining,
 problem+json refusals); `handle` serves one request through the `Downstream` interface, so any
 client protocol could use it. An unreachable upstream is a 502, one that does not answer within
 the timeout a 504. `close` stops accepting, lets the requests in flight finish (within `grace_s`)
@@ -37,15 +37,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from wirelab.errors import ConfigError
+from wirelab.http.downstream import Downstream
+from wirelab.http.h1server import ClientConnection, GatewayError, serve_h1
+from wirelab.http.h2client import H2Upstream, Origin, Response, UpstreamError, UpstreamTimeout
 from wirelab.net.acceptor import Acceptor
 from wirelab.net.tls import client_context
 from wirelab.proto.forwarding import end_to_end, replayable, via
 from wirelab.proto.http1 import HTTPRequestError, Limits, Request
 from wirelab.proto.tracecontext import child, new_span_id, parse
 from wirelab.proxy.config import parse_address
-from wirelab.proxy.downstream import Downstream
-from wirelab.proxy.exchange import ClientConnection, GatewayError, serve_h1
-from wirelab.proxy.h2upstream import H2Upstream, Origin, Response, UpstreamError, UpstreamTimeout
 
 __all__ = ["Sidecar", "SidecarConfig", "serve", "sidecar_config"]
 

@@ -1,8 +1,9 @@
-"""The client side of one proxied request, whatever HTTP version the client speaks.
+"""One request's way back to its client, whatever HTTP version the client speaks: what the HTTP/1.1
+and HTTP/2 servers (`h1server`, `h2server`) give a `Handler`.
 
 The layer 7 balancer forwards each request to an HTTP/1.1 backend the same way whether it came on
-an HTTP/1.1 connection (`wirelab.proxy.exchange`) or as one stream of an HTTP/2 connection
-(`wirelab.proxy.h2front`); only how the request body is read and how the response is framed back
+an HTTP/1.1 connection (`wirelab.http.h1server`) or as one stream of an HTTP/2 connection
+(`wirelab.http.h2server`); only how the request body is read and how the response is framed back
 differ, and that is this interface. The request itself is a `wirelab.proto.http1.Request`: an
 HTTP/2 stream's pseudo-fields become its method and target, `:authority` its `host` field, and its
 version is b"2".

@@ -1,4 +1,5 @@
-"""The HTTP/2 client side of the layer 7 balancer: each stream of a client's connection is one request.
+"""The lab's HTTP/2 server connection: each stream of a client's connection is one request, served by
+the same `Handler` as HTTP/1.1 (the layer 7 balancer is its user today).
 
 Theory of operation: `serve_h2` drives one sans-I/O `h2.connection.H2Connection` over a client
 connection, TLS after ALPN chose "h2" or plain after the client opened with the preface (h2c with
@@ -52,10 +53,10 @@ from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 from h2.utilities import HeaderValidationFlags, validate_headers
 
+from wirelab.http.downstream import Handler
+from wirelab.http.h1server import RECV_BYTES, GatewayError, problem_document
 from wirelab.proto.forwarding import end_to_end
 from wirelab.proto.http1 import HTTPRequestError, Limits, Request
-from wirelab.proxy.downstream import Handler
-from wirelab.proxy.exchange import RECV_BYTES, GatewayError, problem_document
 
 __all__ = [
     "CONNECTION_WINDOW",

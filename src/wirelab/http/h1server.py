@@ -1,11 +1,12 @@
-"""The HTTP/1.1 client side every one of our proxies shares: a client connection read through our
-strict parser, its requests answered in turn, each response re-framed for the client (`H1Downstream`),
-and a refusal as problem+json (the forwarding rules are `wirelab.proto.forwarding`).
+"""The lab's HTTP/1.1 server connection: a client connection read through our strict parser, its
+requests answered in turn by a `Handler`, each response framed for the client (`H1Downstream`), and
+a refusal as problem+json.
 
-The forward proxy (`forward.py`), the layer 7 balancer (`l7.py`) and the sidecar (`sidecar.py`)
-differ in whom they act for and how they reach the far end, not in how a message from an HTTP/1.1
-client crosses them, so this is written once. Read deadlines (a request head's, the idle timeout)
-cost a float per read: one timer per connection, moved only when it would fire too late or early.
+The forward proxy, the layer 7 balancer and the sidecar (`wirelab.proxy`) differ in whom they act
+for and how they reach the far end, not in how a message from an HTTP/1.1 client reaches them, so
+this is written once, and any server of the lab's can serve HTTP/1.1 with it. Read deadlines (a
+request head's, the idle timeout) cost a float per read: one timer per connection, moved only when it
+would fire too late or early.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from http import HTTPStatus
 
 from wirelab.errors import WirelabError
+from wirelab.http.downstream import Handler
 from wirelab.net.acceptor import open_streams
 from wirelab.net.relay import Streams
 from wirelab.proto.forwarding import end_to_end, via
@@ -35,7 +37,6 @@ from wirelab.proto.http1 import (
     RequestParser,
     keeps_alive,
 )
-from wirelab.proxy.downstream import Handler
 
 __all__ = [
     "RECV_BYTES",
@@ -178,7 +179,7 @@ class ClientConnection:
 
 
 class H1Downstream:
-    """A response going back on an HTTP/1.1 connection (the `Downstream` of `wirelab.proxy.downstream`).
+    """A response going back on an HTTP/1.1 connection (the `Downstream` of `wirelab.http.downstream`).
 
     What `respond` and `send` produce is buffered and written by `flush`, so a small response goes out
     in one write; bodies are re-framed (chunked when the backend gave no length and the client speaks

@@ -1,4 +1,5 @@
-"""Talking to an HTTP/1.1 backend: pooled keep-alive connections, and one request's trip through one.
+"""The lab's HTTP/1.1 client: pooled keep-alive connections to a backend, and one request's trip
+through one.
 
 Theory of operation: an `Upstream` is one TCP connection to one backend, read through asyncio streams
 and our strict `ResponseParser`. `UpstreamPool` lends them out: an idle connection whose backend
@@ -21,13 +22,13 @@ import asyncio
 import time
 from collections import defaultdict, deque
 
+from wirelab.http.downstream import Downstream
+from wirelab.http.h1server import RECV_BYTES
 from wirelab.net.connect import open_tcp
 from wirelab.net.relay import relay_streams
 from wirelab.proto.balance import Backend
 from wirelab.proto.forwarding import via
 from wirelab.proto.http1 import Data, HTTPResponseError, Request, Response, ResponseParser
-from wirelab.proxy.downstream import Downstream
-from wirelab.proxy.exchange import RECV_BYTES
 
 __all__ = ["BackendFailed", "Upstream", "UpstreamPool", "connect", "exchange", "probe", "request_head"]
 

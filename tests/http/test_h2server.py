@@ -29,9 +29,9 @@ from tests.proxy.h2_peers import (
     h2_client,
     h2_server,
 )
+from wirelab.http.h2server import MAX_RESETS_PER_S, MAX_STREAMS, STREAM_WINDOW
 from wirelab.net.tls import CertificateAuthority, server_context
 from wirelab.proto.http1 import Limits
-from wirelab.proxy.h2front import MAX_RESETS_PER_S, MAX_STREAMS, STREAM_WINDOW
 
 pytestmark = pytest.mark.interop
 
