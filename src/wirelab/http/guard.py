@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import resource
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -43,8 +41,8 @@ from wirelab.errors import (
     ProblemError,
     RequestTimeout,
     ServiceUnavailable,
-    problem_body,
 )
+from wirelab.http.problem import problem_response
 
 __all__ = [
     "Burst",
@@ -52,7 +50,6 @@ __all__ = [
     "Guard",
     "GuardedHttpProtocol",
     "default_max_connections",
-    "problem_response",
 ]
 
 log = logging.getLogger("wirelab.http")
@@ -113,18 +110,6 @@ class Burst:
             return None
         total, self.count = self.count, 0
         return total
-
-
-def problem_response(error: ProblemError) -> bytes:
-    """A whole HTTP/1.1 answer carrying `error` as problem+json, after which the connection closes."""
-    body = json.dumps(problem_body(error)).encode()
-    fields = "".join(f"{name}: {value}\r\n" for name, value in error.headers.items())
-    head = (
-        f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\n"
-        f"content-type: application/problem+json\r\ncontent-length: {len(body)}\r\n{fields}"
-        "connection: close\r\n\r\n"
-    )
-    return head.encode() + body
 
 
 class Guard:
@@ -279,8 +264,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _answer(self, error: ProblemError) -> None:
         self._disarm()
-        self.transport.write(problem_response(error))
+        self.transport.write(_answer_bytes(error))
         self.transport.close()
+
+
+def _answer_bytes(error: ProblemError) -> bytes:
+    fields = [(name.encode(), value.encode()) for name, value in error.headers.items()]
+    return problem_response(error.status, error.detail, headers=fields)
 
 
 class _Refused(asyncio.Protocol):
@@ -288,7 +278,7 @@ class _Refused(asyncio.Protocol):
     the client closes or LINGER_S passes. Closing with the client's request unread would reset the
     connection, and a reset can destroy the answer before the client reads it."""
 
-    ANSWER = problem_response(
+    ANSWER = _answer_bytes(
         ServiceUnavailable(
             "the server is at its connection limit; try again shortly",
             headers={"retry-after": str(RETRY_AFTER_S)},

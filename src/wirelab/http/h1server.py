@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import socket
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from http import HTTPStatus
 
 from wirelab.errors import WirelabError
 from wirelab.http.downstream import Handler
+from wirelab.http.problem import problem_response
 from wirelab.net.acceptor import open_streams
 from wirelab.net.relay import Streams
 from wirelab.proto.forwarding import end_to_end, via
@@ -45,8 +44,6 @@ __all__ = [
     "H1Downstream",
     "answer_requests",
     "persistent",
-    "problem_document",
-    "problem_response",
     "response_head",
     "serve_h1",
 ]
@@ -262,22 +259,6 @@ def response_head(
     return start + b"".join(n + b": " + v + b"\r\n" for n, v in fields) + b"\r\n", chunked, close
 
 
-def problem_document(status: int, detail: str) -> bytes:
-    """An RFC 9457 problem document: what every refusal carries, whatever the HTTP version."""
-    phrase = HTTPStatus(status).phrase
-    return json.dumps({"type": "about:blank", "title": phrase, "status": status, "detail": detail}).encode()
-
-
-def problem_response(status: int, detail: str) -> bytes:
-    """An RFC 9457 answer, then close: after a refused request the connection's framing is unknown."""
-    body = problem_document(status, detail)
-    head = (
-        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/problem+json\r\n"
-        f"content-length: {len(body)}\r\nvia: 1.1 wirelab\r\nconnection: close\r\n\r\n"
-    )
-    return head.encode() + body
-
-
 async def answer_requests(
     client: ClientConnection,
     exchange: Callable[[Request], Awaitable[bool]],
@@ -301,7 +282,7 @@ async def answer_requests(
         log.info("refused: %s %s", error.status, error.detail)
         if not client.answered:
             with contextlib.suppress(OSError):
-                await client.send(problem_response(error.status, error.detail))
+                await client.send(problem_response(error.status, error.detail, headers=[via(b"1.1")]))
     except (OSError, TimeoutError) as error:
         log.debug("connection ended: %r", error)
 

@@ -54,7 +54,8 @@ from h2.settings import SettingCodes, Settings
 from h2.utilities import HeaderValidationFlags, validate_headers
 
 from wirelab.http.downstream import Handler
-from wirelab.http.h1server import RECV_BYTES, GatewayError, problem_document
+from wirelab.http.h1server import RECV_BYTES, GatewayError
+from wirelab.http.problem import problem_document
 from wirelab.proto.forwarding import end_to_end
 from wirelab.proto.http1 import HTTPRequestError, Limits, Request
 
