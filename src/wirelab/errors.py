@@ -26,6 +26,7 @@ configuration, and never crashes on a client's bytes.
 from __future__ import annotations
 
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 __all__ = [
     "BadRequest",
@@ -46,6 +47,7 @@ __all__ = [
     "Unprocessable",
     "UnsupportedMediaType",
     "WirelabError",
+    "path_instance",
     "problem_body",
 ]
 
@@ -147,6 +149,12 @@ class ServiceUnavailable(ProblemError):
 
     status = 503
     title = "Service Unavailable"
+
+
+def path_instance(path: str) -> str:
+    """The `instance` of a problem about the resource at a request's path. ASGI hands us the path
+    percent-decoded, and RFC 9457 §3.1.5 wants a URI reference, so it is encoded again."""
+    return quote(path, safe="/:@!$&'()*+,;=-._~")
 
 
 def problem_body(error: ProblemError, *, instance: str | None = None) -> dict[str, Any]:

@@ -56,6 +56,13 @@ def test_unknown_paths_and_methods(server: ServerProcess) -> None:
     assert _problem(patch, 405) and patch.headers["allow"] == "DELETE, GET, HEAD"
 
 
+def test_a_problem_instance_is_a_uri_reference(server: ServerProcess) -> None:
+    """RFC 9457 §3.1.5: `instance` is a URI reference, so the path (which ASGI hands over decoded)
+    is percent-encoded again; it once carried the raw characters (a U+0084, a space)."""
+    body = _problem(httpx.get(f"{server.url}/jobs/%C2%84%20x%25"), 404)
+    assert body["instance"] == "/jobs/%C2%84%20x%25"
+
+
 def test_cancel_then_cancel_again_is_a_conflict(server: ServerProcess) -> None:
     job = create_job(server.url, steps=100, step_ms=50)
     canceled = httpx.delete(f"{server.url}/jobs/{job['id']}")

@@ -43,6 +43,22 @@ def test_bad_comments_are_problems(server: ServerProcess) -> None:
     assert httpx.get(f"{server.url}/comments").status_code == 400
 
 
+def test_a_comment_with_a_lone_surrogate_is_422_not_500(server: ServerProcess) -> None:
+    """RFC 8259 §8.2: `"\\ud800"` is valid JSON but no Unicode text, and no store can encode it
+    (it was a 500: SQLite could not encode it)."""
+    for body in (b'{"post": "p", "text": "a\\ud800b"}', b'{"post": "\\udc00", "text": "t"}'):
+        response = httpx.post(f"{server.url}/comments", content=body)
+        assert response.status_code == 422, response.text
+        assert "lone surrogate" in response.json()["detail"]
+
+
+def test_nul_in_a_comment_or_a_post_id_is_refused_before_any_store(server: ServerProcess) -> None:
+    """PostgreSQL's text type cannot hold NUL: refused the same on every store, never a 500."""
+    response = httpx.post(f"{server.url}/comments", content=b'{"post": "p", "text": "a\\u0000b"}')
+    assert response.status_code == 422, response.text
+    assert httpx.get(f"{server.url}/comments", params={"post": "a\x00b"}).status_code == 400
+
+
 def test_a_retry_with_the_same_key_replays_and_executes_nothing(server: ServerProcess) -> None:
     post, key = secrets.token_hex(4), secrets.token_hex(8)
     first = _post(server.url, post, "hello", key)

@@ -110,6 +110,8 @@ async def test_a_failing_job_ends_failed_with_the_reason() -> None:
     [
         [],
         {"kind": "video"},
+        {"kind": ["demo"]},
+        {"kind": {"name": "demo"}},
         {"steps": 3},
         {"kind": "demo", "steps": 0},
         {"kind": "demo", "steps": "3"},

@@ -79,6 +79,8 @@ def test_the_stages_show_as_progress_on_the_jobs_feed(pipeline_server: ServerPro
         {"image": None},
         {"targets": ["8k"]},
         {"targets": []},
+        {"targets": [["480p"]]},
+        {"targets": ["480p", {}]},
         {"color": "red"},
     ],
 )

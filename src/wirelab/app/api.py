@@ -16,19 +16,22 @@ GET    /images/{id}              the stored image's id, size, type and sha256
 POST   /comments, GET /comments  comments (app/comments.py), POST retry-safe with Idempotency-Key
 POST   /sessions, /tokens        stateful vs stateless authentication (app/auth.py), GET /whoami
 GET    /healthz                  liveness, with live counts
+GET    /openapi.json             all of the above as an OpenAPI 3.1 document (app/openapi/)
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from typing import Any
 
-from wirelab.app.auth import auth_routes
+from wirelab.app.auth import MAX_USER, auth_routes
 from wirelab.app.comments import comment_routes
 from wirelab.app.config import Config
 from wirelab.app.jobs import Jobs
+from wirelab.app.openapi import build_document
 from wirelab.errors import NotFound, Unprocessable
 from wirelab.feed import Entry, Feed
 from wirelab.http import Request, Router, WebSocket, send_json
@@ -44,7 +47,6 @@ from wirelab.upload import ImageHook, ImageStore, TusEndpoint, serve_image_uploa
 __all__ = ["LOGINS", "build_router"]
 
 LOGINS = "logins"
-MAX_USER = 256
 _JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
@@ -168,4 +170,10 @@ def build_router(
     auth_routes(router, config)
     router.websocket("/ws", push)
     router.websocket("/ws/echo", serve_echo)
+    document = json.dumps(build_document(max_image_bytes=config.max_image_bytes)).encode()
+
+    async def openapi(request: Request) -> None:
+        await send_bytes(request.send, 200, document, content_type="application/json")
+
+    router.http("GET", "/openapi.json", openapi)
     return router

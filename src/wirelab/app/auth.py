@@ -30,6 +30,7 @@ from wirelab.http import Request, Router, send_json
 __all__ = [
     "INSTANCE",
     "ISSUER",
+    "MAX_USER",
     "SESSION_COOKIE",
     "Sessions",
     "Tokens",

@@ -10,9 +10,10 @@ any failure either replays the answer or finds nothing written and executes afre
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
-from typing import Any
+from typing import Any, TypeGuard
 
 from wirelab.errors import BadRequest, Unprocessable
 from wirelab.http import Request, Router, send_json
@@ -20,11 +21,12 @@ from wirelab.http.asgi import send_bytes
 from wirelab.http.idempotency import Idempotency, Keyed
 from wirelab.stores import Comment, Store
 
-__all__ = ["MAX_POST", "MAX_TEXT", "comment_routes"]
+__all__ = ["LIST_LIMIT", "MAX_POST", "MAX_TEXT", "comment_routes"]
 
 MAX_POST = 128
 MAX_TEXT = 10_000
 LIST_LIMIT = 1000
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
 def comment_routes(router: Router, store: Store, idempotency: Idempotency) -> None:
@@ -41,6 +43,8 @@ def comment_routes(router: Router, store: Store, idempotency: Idempotency) -> No
         post = request.query.get("post")
         if not post:
             raise BadRequest("say which post: GET /comments?post=ID")
+        if _UNSTORABLE.search(post):
+            raise BadRequest("a post id has no NUL characters")
         limit = request.int_param("limit", default=LIST_LIMIT, minimum=1)
         comments = await store.comments(post, limit=min(limit, LIST_LIMIT))
         count = await store.count_comments(post)
@@ -54,8 +58,21 @@ def comment_routes(router: Router, store: Store, idempotency: Idempotency) -> No
 def _fields(body: Any) -> tuple[str, str]:
     post = body.get("post") if isinstance(body, dict) else None
     text = body.get("text") if isinstance(body, dict) else None
-    if not isinstance(post, str) or not 0 < len(post) <= MAX_POST:
-        raise Unprocessable(f"post must be a non-empty string of at most {MAX_POST} characters")
-    if not isinstance(text, str) or not 0 < len(text) <= MAX_TEXT:
-        raise Unprocessable(f"text must be a non-empty string of at most {MAX_TEXT} characters")
+    if not _storable(post, MAX_POST):
+        raise _refused("post", MAX_POST)
+    if not _storable(text, MAX_TEXT):
+        raise _refused("text", MAX_TEXT)
     return post, text
+
+
+def _refused(name: str, limit: int) -> Unprocessable:
+    return Unprocessable(
+        f"{name} must be a non-empty string of at most {limit} characters (no NUL, no lone surrogates)"
+    )
+
+
+def _storable(value: Any, limit: int) -> TypeGuard[str]:
+    """A non-empty string of at most `limit` characters that every store can hold. A JSON escape can
+    spell a lone surrogate (`"\\ud800"`): valid JSON, but no text, and no store can encode it; and
+    PostgreSQL's text cannot hold NUL (`"\\u0000"`)."""
+    return isinstance(value, str) and 0 < len(value) <= limit and not _UNSTORABLE.search(value)

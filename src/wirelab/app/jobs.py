@@ -112,7 +112,8 @@ class Jobs:
         in the same transaction as the job's first snapshot."""
         if not isinstance(spec, dict):
             raise Unprocessable('a job is a JSON object such as {"kind": "demo"}')
-        kind = self._kinds.get(spec.get("kind"))  # type: ignore[arg-type]
+        name = spec.get("kind")
+        kind = self._kinds.get(name) if isinstance(name, str) else None
         if kind is None:
             known = ", ".join(sorted(self._kinds))
             raise Unprocessable(f"kind must be one of: {known}; got {spec.get('kind')!r}")

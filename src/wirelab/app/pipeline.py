@@ -168,7 +168,7 @@ class ImageKind:
             raise Unprocessable(
                 f"image must be the id of an uploaded image (POST /images), not {image!r}"
             ) from None
-        if not isinstance(targets, list) or not targets or not set(targets) <= set(TARGETS):
+        if not isinstance(targets, list) or not targets or not all(_is_target(t) for t in targets):
             raise Unprocessable(f"targets must be a non-empty list of {sorted(TARGETS)}")
         return {"image": image, "targets": list(dict.fromkeys(targets))}
 
@@ -182,6 +182,11 @@ class ImageKind:
     ) -> None:
         message = StageMessage(job_id, params["image"], tuple(params["targets"]))
         await self._broker.publish(UPLOADED, message.encode())
+
+
+def _is_target(value: Any) -> bool:
+    """A target's name; anything else in a client's list (a number, a list) is not one."""
+    return isinstance(value, str) and value in TARGETS
 
 
 async def run_services(broker: Broker, data_dir: Path, services: list[str], *, consumers: int) -> None:

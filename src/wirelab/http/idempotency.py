@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from wirelab.errors import ProblemError, problem_body
+from wirelab.errors import ProblemError, path_instance, problem_body
 from wirelab.http.asgi import Request
 from wirelab.proto.idempotency import (
     HEADER,
@@ -106,7 +106,7 @@ class Idempotency:
             await handler(request, keyed, **params)
         except ProblemError as error:
             if not keyed.recorded and worth_keeping(error.status):
-                body = json.dumps(problem_body(error, instance=request.path)).encode()
+                body = json.dumps(problem_body(error, instance=path_instance(request.path))).encode()
                 headers = [("content-type", "application/problem+json"), *error.headers.items()]
                 await self._keys.complete(Completion(key, StoredResponse.of(error.status, headers, body)))
             elif not keyed.recorded:

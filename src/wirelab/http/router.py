@@ -8,7 +8,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 
-from wirelab.errors import MethodNotAllowed, NotFound, ProblemError
+from wirelab.errors import MethodNotAllowed, NotFound, ProblemError, path_instance
 from wirelab.http.asgi import (
     ClientGone,
     Receive,
@@ -37,9 +37,11 @@ class Router:
     def __init__(self) -> None:
         self._http: list[tuple[re.Pattern[str], dict[str, HttpHandler]]] = []
         self._ws: list[tuple[re.Pattern[str], WebSocketHandler]] = []
+        self._registered: list[tuple[str, str]] = []
 
     def http(self, method: str, pattern: str, handler: HttpHandler) -> None:
         compiled = _compile(pattern)
+        self._registered.append((method, pattern))
         for existing, methods in self._http:
             if existing.pattern == compiled.pattern:
                 methods[method] = handler
@@ -48,6 +50,11 @@ class Router:
 
     def websocket(self, pattern: str, handler: WebSocketHandler) -> None:
         self._ws.append((_compile(pattern), handler))
+
+    def routes(self) -> list[tuple[str, str]]:
+        """(method, pattern) of every HTTP route, as registered: the HEAD each GET also answers is
+        implied, not listed (a HEAD registered on its own is)."""
+        return list(dict.fromkeys(self._registered))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -62,7 +69,7 @@ class Router:
         except ClientGone:
             pass
         except ProblemError as error:
-            await send_problem(request.send, error, instance=request.path)
+            await send_problem(request.send, error, instance=path_instance(request.path))
         except Exception:
             await self._internal_error(request)
 
