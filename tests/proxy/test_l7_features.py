@@ -27,6 +27,7 @@ import httpx
 import pytest
 from h2.events import ResponseReceived, StreamEnded
 
+from tests.http.test_h2server import run, tool
 from tests.proxy.h2_peers import h2_client
 from tests.proxy.l7_backends import (
     PIECE,
@@ -38,7 +39,6 @@ from tests.proxy.l7_backends import (
     serving,
     url,
 )
-from tests.http.test_h2server import run, tool
 from wirelab.proto.balance import State
 from wirelab.proxy.l7 import L7Balancer
 from wirelab.proxy.l7config import L7Config, parse_l7_config
