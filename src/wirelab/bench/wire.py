@@ -8,12 +8,14 @@ answers with the lab's own sans-I/O parsers (`wirelab.proto.http1`, `wsframe`, `
 
 from __future__ import annotations
 
+from wirelab.proto.http1 import Request, write
+
 __all__ = ["http_get", "ws_handshake"]
 
 
 def http_get(host: str, target: str, headers: tuple[tuple[str, str], ...] = ()) -> bytes:
-    lines = [f"GET {target} HTTP/1.1", f"Host: {host}", *(f"{k}: {v}" for k, v in headers)]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    fields = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in (("Host", host), *headers))
+    return write(Request(b"GET", target.encode("latin-1"), b"1.1", fields))
 
 
 def ws_handshake(host: str, path: str, key: str) -> bytes:

@@ -28,7 +28,15 @@ from wirelab.net.connect import open_tcp
 from wirelab.net.relay import relay_streams
 from wirelab.proto.balance import Backend
 from wirelab.proto.forwarding import via
-from wirelab.proto.http1 import Data, HTTPResponseError, Request, Response, ResponseParser
+from wirelab.proto.http1 import (
+    Data,
+    EndOfMessage,
+    HTTPResponseError,
+    Request,
+    Response,
+    ResponseParser,
+    write,
+)
 
 __all__ = ["BackendFailed", "Upstream", "UpstreamPool", "connect", "exchange", "probe", "request_head"]
 
@@ -125,8 +133,7 @@ def request_head(
     """The request line and `fields` as HTTP/1.1 sends them; a body without a length goes chunked."""
     if has_body and not request.values(b"content-length"):
         fields.append((b"transfer-encoding", b"chunked"))
-    lines = b"".join(name + b": " + value + b"\r\n" for name, value in fields)
-    return b"%b %b HTTP/1.1\r\n%b\r\n" % (request.method, target, lines)
+    return write(Request(request.method, target, b"1.1", tuple(fields)))
 
 
 async def exchange(
@@ -156,10 +163,9 @@ async def _body(request: Request, upstream: Upstream, downstream: Downstream) ->
     writer = upstream.writer
     try:
         async for data in downstream.body():
-            writer.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
+            writer.write(write(Data(data), chunked=chunked))
             await writer.drain()
-        if chunked:
-            writer.write(b"0\r\n\r\n")
+        writer.write(write(EndOfMessage(), chunked=chunked))
         await writer.drain()
     except OSError as error:
         raise BackendFailed(
@@ -211,10 +217,8 @@ async def probe(backend: Backend, path: str, *, within_s: float) -> bool:
         async with asyncio.timeout(within_s):
             upstream = await connect(backend, within_s=within_s)
             try:
-                upstream.writer.write(
-                    b"GET %b HTTP/1.1\r\nhost: %b\r\nconnection: close\r\n\r\n"
-                    % (path.encode(), backend.address.encode())
-                )
+                fields = ((b"host", backend.address.encode()), (b"connection", b"close"))
+                upstream.writer.write(write(Request(b"GET", path.encode(), b"1.1", fields)))
                 while not (events := upstream.parser.receive_data(await upstream.reader.read(RECV_BYTES))):
                     pass
             finally:

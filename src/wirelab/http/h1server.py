@@ -34,7 +34,9 @@ from wirelab.proto.http1 import (
     Limits,
     Request,
     RequestParser,
+    Response,
     keeps_alive,
+    write,
 )
 
 __all__ = [
@@ -204,7 +206,7 @@ class H1Downstream:
     async def respond(self, status: int, reason: bytes, headers: Sequence[tuple[bytes, bytes]]) -> None:
         if status < 200:
             if status == 100 and self.request.version == b"1.1":
-                await self.client.send(b"HTTP/1.1 100 Continue\r\n\r\n", final=False)
+                await self.client.send(write(Response(100, b"Continue", b"1.1", ())), final=False)
             return
         head, self._chunked, self._close = response_head(
             self.request, status, reason, headers, keep_alive=persistent(self.request)
@@ -212,10 +214,7 @@ class H1Downstream:
         self._out += head
 
     async def send(self, data: bytes) -> None:
-        if self._chunked:
-            self._out += b"%x\r\n%b\r\n" % (len(data), data)
-        else:
-            self._out += data
+        self._out += write(Data(data), chunked=self._chunked)
         if len(self._out) >= RECV_BYTES:
             await self.flush()
 
@@ -226,8 +225,7 @@ class H1Downstream:
             await self.client.send(data)
 
     async def finish(self) -> bool:
-        if self._chunked:
-            self._out += b"0\r\n\r\n"
+        self._out += write(EndOfMessage(), chunked=self._chunked)
         await self.flush()
         return not self._close
 
@@ -255,8 +253,7 @@ def response_head(
     if chunked:
         fields.append((b"transfer-encoding", b"chunked"))
     fields.append((b"connection", b"close" if close else b"keep-alive"))
-    start = b"HTTP/1.1 %d %b\r\n" % (status, reason)
-    return start + b"".join(n + b": " + v + b"\r\n" for n, v in fields) + b"\r\n", chunked, close
+    return write(Response(status, reason, b"1.1", tuple(fields))), chunked, close
 
 
 async def answer_requests(

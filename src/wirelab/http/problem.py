@@ -11,6 +11,8 @@ import json
 from collections.abc import Iterable
 from http import HTTPStatus
 
+from wirelab.proto.http1 import Response, write
+
 __all__ = ["problem_document", "problem_response"]
 
 
@@ -24,9 +26,10 @@ def problem_response(status: int, detail: str, *, headers: Iterable[tuple[bytes,
     """A whole HTTP/1.1 answer, after which the connection closes: after a refused request, the
     connection's framing is unknown."""
     body = problem_document(status, detail)
-    fields = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-    head = (
-        b"HTTP/1.1 %d %b\r\ncontent-type: application/problem+json\r\ncontent-length: %d\r\n%b"
-        b"connection: close\r\n\r\n" % (status, HTTPStatus(status).phrase.encode(), len(body), fields)
+    fields = (
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", b"%d" % len(body)),
+        *headers,
+        (b"connection", b"close"),
     )
-    return head + body
+    return write(Response(status, HTTPStatus(status).phrase.encode(), b"1.1", fields)) + body

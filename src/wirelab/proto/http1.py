@@ -26,13 +26,18 @@ the start line and the framing differ (RFC 9112 §6.3): no body after HEAD or fo
 interim 1xx before the final response, 101 handing the connection over, and a body without
 Content-Length or chunked running to the close. A broken backend raises `HTTPResponseError`. The
 proxies use it instead of h11 so that every request is parsed once on each side, by rules we own.
+
+`write` is the other half, in h11's shape: an event in, its bytes out. A head is written as given
+(fields in order, names as they are); body data is framed as a chunk, and the end of a message as the
+last chunk with its trailers, when the message is chunked. Callers decide the framing, because it
+depends on the message's fields and its peer's version, which they hold.
 """
 
 from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import cast
@@ -53,6 +58,7 @@ __all__ = [
     "ResponseEvent",
     "ResponseParser",
     "keeps_alive",
+    "write",
 ]
 
 Headers = tuple[tuple[bytes, bytes], ...]
@@ -569,6 +575,34 @@ class _Framing:
 
     def persistent(self, version: bytes) -> bool:
         return keeps_alive(version, self.connection)
+
+
+def write(event: AnyEvent, *, chunked: bool = False) -> bytes:
+    """The bytes of one event as HTTP/1.x sends it (`chunked`: the body's framing, for Data and
+    EndOfMessage; without it, data goes as it is and the end of a message writes nothing)."""
+    if isinstance(event, Request):
+        return b"%b %b HTTP/%b\r\n%b\r\n" % (
+            event.method,
+            event.target,
+            event.version,
+            _lines(event.headers),
+        )
+    if isinstance(event, Response):
+        return b"HTTP/%b %d %b\r\n%b\r\n" % (
+            event.version,
+            event.status,
+            event.reason,
+            _lines(event.headers),
+        )
+    if isinstance(event, Data):
+        if not chunked:
+            return event.data
+        return b"%x\r\n%b\r\n" % (len(event.data), event.data) if event.data else b""  # 0 would end it
+    return b"0\r\n%b\r\n" % _lines(event.trailers) if chunked else b""
+
+
+def _lines(fields: Iterable[tuple[bytes, bytes]]) -> bytes:
+    return b"".join(name + b": " + value + b"\r\n" for name, value in fields)
 
 
 def keeps_alive(version: bytes, connection: list[bytes]) -> bool:
