@@ -130,6 +130,13 @@ class _Connection:
             await asyncio.sleep(0.1)  # the head and the first bytes reach the client
             self.h2.reset_stream(stream.id, ErrorCodes.INTERNAL_ERROR)
             self.flush()
+        elif path == "/trailers":
+            self.h2.send_headers(stream.id, [(":status", "200")])
+            self.h2.send_data(stream.id, b"body before the trailers")
+            self.h2.send_headers(
+                stream.id, [("grpc-status", "0"), ("grpc-message", "all good")], end_stream=True
+            )
+            self.flush()
         elif path == "/slow":
             await asyncio.sleep(self.server.slow_s)
             self.answer(stream, 200, b"slow\n")

@@ -4,7 +4,8 @@ Theory of operation: each backend is an asyncio server speaking HTTP/1.1 through
 its answers what it saw (its name, its connection number, the forwarding fields), streams big bodies
 in pieces, and can be stopped mid-test, closing its keep-alive connections, to play a dead backend.
 The path picks the behaviour: /download streams 16 MiB, /events sends Server-Sent Events
-`SSE_GAP_S` apart, /slow answers after `SLOW_S`, and any other path answers the backend's name (a
+`SSE_GAP_S` apart, /slow answers after `SLOW_S`, /trailers answers chunked with `TRAILERS` after
+the body, and any other path answers the backend's name (a
 POST: the SHA-256 of its body) with the backend's `status`, which a test may change to play a
 failing backend.
 """
@@ -29,6 +30,7 @@ __all__ = [
     "PIECE",
     "SLOW_S",
     "SSE_GAP_S",
+    "TRAILERS",
     "Backend",
     "balancer",
     "l7_config",
@@ -42,6 +44,7 @@ PIECE = bytes(range(256)) * 256  # 64 KiB
 BIG_SHA256 = hashlib.sha256(PIECE * (BIG // len(PIECE))).hexdigest()
 SSE_GAP_S = 0.3
 SLOW_S = 1.0
+TRAILERS = [("grpc-status", "0"), ("grpc-message", "all good")]
 
 
 class Backend:
@@ -135,6 +138,12 @@ class Backend:
                 send(h11.Data(data=f"id: {index}\ndata: event {index}\n\n".encode()))
                 await writer.drain()
                 await asyncio.sleep(SSE_GAP_S)
+        elif path == "/trailers":
+            send(h11.Response(status_code=200, headers=headers))  # no length: chunked, with room for them
+            send(h11.Data(data=b"body before the trailers"))
+            send(h11.EndOfMessage(headers=TRAILERS))
+            await writer.drain()
+            return
         else:
             if path == "/slow":
                 await asyncio.sleep(SLOW_S)

@@ -45,8 +45,10 @@ class Downstream(Protocol):
         """Write out what is buffered: called before waiting on the backend, so a Server-Sent Event
         reaches the client as soon as it came."""
 
-    async def finish(self) -> bool:
-        """End the response; True if the client connection may carry another request."""
+    async def finish(self, trailers: Sequence[tuple[bytes, bytes]] = ()) -> bool:
+        """End the response, with the far end's trailer fields if it sent some (relayed where the
+        client's framing has room for them: a chunked HTTP/1.1 body, or any HTTP/2 stream); True if
+        the client connection may carry another request."""
 
 
 Handler = Callable[[Request, Downstream, str], Awaitable[bool]]

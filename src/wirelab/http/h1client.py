@@ -193,7 +193,7 @@ async def _response(
                     return await _switch(event, upstream, downstream, idle_timeout_s)
                 await downstream.respond(event.status, event.reason, [*event.headers, via(event.version)])
             else:
-                return await downstream.finish()
+                return await downstream.finish(event.trailers)
         await downstream.flush()
 
 

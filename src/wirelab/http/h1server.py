@@ -224,8 +224,10 @@ class H1Downstream:
             self._out.clear()
             await self.client.send(data)
 
-    async def finish(self) -> bool:
-        self._out += write(EndOfMessage(), chunked=self._chunked)
+    async def finish(self, trailers: Sequence[tuple[bytes, bytes]] = ()) -> bool:
+        """Trailers go in the last chunk; a body framed by its length or the close has no room for
+        them, and they are dropped, as RFC 9110 §6.5.1 allows."""
+        self._out += write(EndOfMessage(tuple(end_to_end(trailers))), chunked=self._chunked)
         await self.flush()
         return not self._close
 

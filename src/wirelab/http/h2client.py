@@ -312,7 +312,12 @@ class _Connection:
 
     def _on(self, event: h2.events.Event) -> None:
         match event:
-            case h2.events.ResponseReceived() | h2.events.DataReceived() | h2.events.StreamEnded():
+            case (
+                h2.events.ResponseReceived()
+                | h2.events.DataReceived()
+                | h2.events.TrailersReceived()
+                | h2.events.StreamEnded()
+            ):
                 self._route(event.stream_id, event)
             case h2.events.StreamReset():
                 if stream := self.streams.get(event.stream_id):
@@ -359,9 +364,9 @@ class _Connection:
 
 
 class Response:
-    """The upstream's answer: its head at once, its body by iterating (each piece within the timeout;
-    trailers are dropped, as HTTP/1.1 framing downstream has no place for them). `aclose` cancels the
-    stream if it is still open."""
+    """The upstream's answer: its head at once, its body by iterating (each piece within the timeout),
+    then its `trailers` (none until the body has been read). `aclose` cancels the stream if it is
+    still open."""
 
     def __init__(
         self, connection: _Connection, stream: _Stream, sender: asyncio.Task[bool] | None, timeout: float
@@ -372,6 +377,7 @@ class Response:
         self._timeout = timeout
         self.status = 0
         self.headers: Headers = []
+        self.trailers: Headers = []
         self.complete = False
         """Whether the whole body arrived."""
 
@@ -408,6 +414,8 @@ class Response:
                 self._connection.acknowledge(event)
                 if event.data:
                     return event.data
+            elif isinstance(event, h2.events.TrailersReceived):
+                self.trailers = [(bytes(name), bytes(value)) for name, value in event.headers]
             elif isinstance(event, h2.events.StreamEnded):
                 self.complete = True
         raise StopAsyncIteration

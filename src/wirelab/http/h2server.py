@@ -161,9 +161,14 @@ class H2Downstream:
     async def flush(self) -> None:
         await self._connection.flush()
 
-    async def finish(self) -> bool:
-        """The connection outlives the stream: HTTP/2 always may carry another request."""
-        self._connection.h2.end_stream(self.stream_id)
+    async def finish(self, trailers: Sequence[tuple[bytes, bytes]] = ()) -> bool:
+        """Trailers are a last HEADERS frame ending the stream (RFC 9113 §8.1). The connection
+        outlives the stream: HTTP/2 always may carry another request."""
+        fields = end_to_end((name.lower(), value) for name, value in trailers)
+        if fields:
+            self._connection.h2.send_headers(self.stream_id, fields, end_stream=True)
+        else:
+            self._connection.h2.end_stream(self.stream_id)
         self._finished = True
         await self._connection.flush()
         return True

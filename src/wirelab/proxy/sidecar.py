@@ -266,7 +266,7 @@ class _Exchange:
                 await self.downstream.send(data)
                 if not response.buffered:
                     await self.downstream.flush()
-            keep = await self.downstream.finish()
+            keep = await self.downstream.finish(response.trailers)
             return keep and response.body_sent  # else the rest of the client's body is unread
         except UpstreamError as failure:
             error = self._gateway_error(failure)
