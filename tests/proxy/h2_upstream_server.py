@@ -38,6 +38,7 @@ class _Stream:
         self.id = stream_id
         self.headers = headers
         self.body: asyncio.Queue[h2.events.DataReceived | None] = asyncio.Queue()
+        self.trailers: dict[str, str] = {}
         self.window = asyncio.Event()
 
 
@@ -90,6 +91,8 @@ class _Connection:
             task.add_done_callback(lambda _: self.done(stream))
         elif isinstance(event, h2.events.DataReceived) and event.stream_id in self.streams:
             self.streams[event.stream_id].body.put_nowait(event)
+        elif isinstance(event, h2.events.TrailersReceived) and event.stream_id in self.streams:
+            self.streams[event.stream_id].trailers = {str(k): str(v) for k, v in event.headers}
         elif isinstance(event, h2.events.StreamEnded) and event.stream_id in self.streams:
             self.streams[event.stream_id].body.put_nowait(None)
         elif isinstance(event, h2.events.StreamReset) and event.stream_id in self.tasks:
@@ -142,7 +145,7 @@ class _Connection:
             self.answer(stream, 200, b"slow\n")
         else:
             await self.read_body(stream)
-            seen = {"connection": self.number, "headers": stream.headers}
+            seen = {"connection": self.number, "headers": stream.headers, "trailers": stream.trailers}
             self.answer(stream, 200, json.dumps(seen).encode(), ("content-type", "application/json"))
             if path == "/bye":
                 self.h2.close_connection()

@@ -5,9 +5,9 @@ its answers what it saw (its name, its connection number, the forwarding fields)
 in pieces, and can be stopped mid-test, closing its keep-alive connections, to play a dead backend.
 The path picks the behaviour: /download streams 16 MiB, /events sends Server-Sent Events
 `SSE_GAP_S` apart, /slow answers after `SLOW_S`, /trailers answers chunked with `TRAILERS` after
-the body, and any other path answers the backend's name (a
-POST: the SHA-256 of its body) with the backend's `status`, which a test may change to play a
-failing backend.
+the body (request trailers are reported as `x-seen-trailer-NAME`), and any other path answers the
+backend's name (a POST: the SHA-256 of its body) with the backend's `status`, which a test may
+change to play a failing backend.
 """
 
 from __future__ import annotations
@@ -99,6 +99,10 @@ class Backend:
                     digest.update(event.data)
                     size += len(event.data)
                 seen = {name.decode(): value.decode() for name, value in request.headers}
+                if isinstance(event, h11.EndOfMessage):
+                    seen.update(
+                        (f"trailer-{name.decode()}", value.decode()) for name, value in event.headers
+                    )
                 await self.respond(conn, writer, request, number, seen, digest.hexdigest())
                 if conn.our_state is not h11.DONE:
                     break

@@ -31,6 +31,10 @@ class Downstream(Protocol):
     def answered(self) -> bool:
         """Whether a response head has gone out: after that a failure can only cut the response."""
 
+    @property
+    def trailers(self) -> Sequence[tuple[bytes, bytes]]:
+        """The request's trailer fields, once its body has been read (none before, or if it sent none)."""
+
     def body(self) -> AsyncIterator[bytes]:
         """The request body as it arrives; raises if the client stops early."""
 

@@ -27,7 +27,7 @@ from wirelab.http.h1server import RECV_BYTES
 from wirelab.net.connect import open_tcp
 from wirelab.net.relay import relay_streams
 from wirelab.proto.balance import Backend
-from wirelab.proto.forwarding import via
+from wirelab.proto.forwarding import end_to_end, via
 from wirelab.proto.http1 import (
     Data,
     EndOfMessage,
@@ -165,7 +165,8 @@ async def _body(request: Request, upstream: Upstream, downstream: Downstream) ->
         async for data in downstream.body():
             writer.write(write(Data(data), chunked=chunked))
             await writer.drain()
-        writer.write(write(EndOfMessage(), chunked=chunked))
+        trailers = tuple(end_to_end(downstream.trailers)) if chunked else ()  # a sized body has no room
+        writer.write(write(EndOfMessage(trailers), chunked=chunked))
         await writer.drain()
     except OSError as error:
         raise BackendFailed(

@@ -30,6 +30,7 @@ from wirelab.proto.http1 import (
     Data,
     EndOfMessage,
     Event,
+    Headers,
     HTTPRequestError,
     Limits,
     Request,
@@ -84,6 +85,7 @@ class ClientConnection:
         self.writer = writer
         self.parser = RequestParser(limits=limits)
         self.answered = False
+        self.trailers: Headers = ()
         self._idle_timeout = idle_timeout
         self._pending: deque[Event] = deque()
         self._loop = asyncio.get_running_loop()
@@ -140,9 +142,11 @@ class ClientConnection:
         return self._pending.popleft()
 
     async def body(self) -> AsyncIterator[bytes]:
-        """The current request's body, as it arrives (the parser raises if the client stops early)."""
+        """The current request's body, as it arrives (the parser raises if the client stops early);
+        then its trailer fields are in `trailers`."""
         while isinstance(event := await self.next_event(), Data):
             yield event.data
+        self.trailers = event.trailers if isinstance(event, EndOfMessage) else ()
 
     async def send(self, data: bytes, *, final: bool = True) -> None:
         """Write `data`; `final` False for an interim (1xx) head, after which a refusal can still be
@@ -195,6 +199,11 @@ class H1Downstream:
         self._out = bytearray()
         self._chunked = False
         self._close = False
+        client.trailers = ()  # a new request: none of the last one's
+
+    @property
+    def trailers(self) -> Headers:
+        return self.client.trailers
 
     @property
     def answered(self) -> bool:

@@ -34,7 +34,7 @@ import contextlib
 import itertools
 import logging
 import ssl
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -62,6 +62,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[bytes, bytes]]
+Trailers = Callable[[], Sequence[tuple[bytes, bytes]]]
+"""Asked once the request body has been read: the trailer fields to send after it."""
 RECV_BYTES = 64 << 10
 STREAM_WINDOW = 1 << 20
 """Bytes of one response the upstream may send ahead of what we relayed."""
@@ -209,13 +211,19 @@ class _Connection:
         self._flush()
         return stream
 
-    async def send_body(self, stream: _Stream, body: AsyncIterable[bytes]) -> bool:
-        """Send the body as the windows allow; True once all of it went. A failure of the client's
-        side ends the stream (CANCEL) and reaches the response's reader; the upstream's is theirs."""
+    async def send_body(self, stream: _Stream, body: AsyncIterable[bytes], trailers: Trailers) -> bool:
+        """Send the body as the windows allow, then the trailer fields `trailers` gives once the body
+        is read, in the HEADERS frame that ends the stream; True once all of it went. A failure of
+        the client's side ends the stream (CANCEL) and reaches the response's reader; the upstream's
+        is theirs."""
         try:
             async for data in body:
                 await self._send_data(stream, memoryview(data))
-            self.h2.end_stream(stream.id)
+            fields = trailers()
+            if fields:
+                self.h2.send_headers(stream.id, fields, end_stream=True)
+            else:
+                self.h2.end_stream(stream.id)
             self._flush()
             return True
         except (h2.exceptions.ProtocolError, UpstreamError):
@@ -479,9 +487,10 @@ class H2Upstream:
         body: AsyncIterable[bytes] | None,
         *,
         authority: bytes | None = None,
+        trailers: Trailers = list,
     ) -> Response:
-        """Send a request (its body streamed, if any) and return once the response head arrived;
-        the caller must `aclose()` the response."""
+        """Send a request (its body streamed, if any, then `trailers()`) and return once the response
+        head arrived; the caller must `aclose()` the response."""
         pseudo = [
             (b":method", method),
             (b":scheme", self.origin.scheme.encode()),
@@ -495,7 +504,7 @@ class H2Upstream:
             raise UpstreamTimeout(
                 f"no stream to {self.origin} within {self.timeout}s", unprocessed=True
             ) from None
-        sender = None if body is None else asyncio.create_task(connection.send_body(stream, body))
+        sender = None if body is None else asyncio.create_task(connection.send_body(stream, body, trailers))
         response = Response(connection, stream, sender, self.timeout)
         try:
             await response._start()

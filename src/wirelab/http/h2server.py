@@ -47,6 +47,7 @@ from h2.events import (
     RequestReceived,
     StreamEnded,
     StreamReset,
+    TrailersReceived,
     WindowUpdated,
 )
 from h2.exceptions import ProtocolError
@@ -121,6 +122,7 @@ class H2Downstream:
         self._finished = False
         self._request_ended = not has_body
         self._reset = False
+        self.trailers: list[tuple[bytes, bytes]] = []
 
     @property
     def answered(self) -> bool:
@@ -287,6 +289,8 @@ class _Connection:
                 stream.received(event.data, event.flow_controlled_length)
             case DataReceived():  # padding only, or a stream whose handler is done: nobody will read it
                 self.acknowledge(event.stream_id, event.flow_controlled_length)
+            case TrailersReceived() if stream is not None:
+                stream.trailers = [(bytes(name), bytes(value)) for name, value in event.headers]
             case StreamEnded() if stream is not None:
                 stream.request_ended()
             case StreamReset() if stream is not None:

@@ -212,7 +212,12 @@ class _Exchange:
         body = None if self.bodyless else self._body()
         try:
             response = await self.upstream.send(
-                self.request.method, self.path, self._fields(), body, authority=self.authority
+                self.request.method,
+                self.path,
+                self._fields(),
+                body,
+                authority=self.authority,
+                trailers=lambda: end_to_end(self.downstream.trailers),
             )
         except UpstreamError as failure:
             if not last and self._worth_retrying(failure):
