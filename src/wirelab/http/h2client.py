@@ -36,6 +36,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from urllib.parse import urlsplit
 
 import h2.config
@@ -46,6 +47,7 @@ import h2.settings
 from h2.errors import ErrorCodes
 
 from wirelab.errors import ConfigError, WirelabError
+from wirelab.http.downstream import Downstream
 
 __all__ = [
     "ConnectionLost",
@@ -57,6 +59,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamTimeout",
     "UpstreamUnreachable",
+    "relay",
 ]
 
 log = logging.getLogger(__name__)
@@ -571,3 +574,26 @@ class H2Upstream:
         for connection in connections:
             connection.close()
         await asyncio.gather(*(c.reading for c in connections), return_exceptions=True)
+
+
+async def relay(response: Response, downstream: Downstream, added: Headers) -> bool:
+    """The upstream's answer to a client: its head with the `added` fields, its body as it comes (each
+    piece flushed once nothing more is buffered, so events go one by one), then its trailers. True if
+    the client's connection may carry another request; False too when the upstream answered before
+    taking the whole request body, whose rest is then unread. An `UpstreamError` can only cut the
+    response short once its head has gone."""
+    await downstream.respond(response.status, _reason(response.status), [*response.headers, *added])
+    async for data in response:
+        await downstream.send(data)
+        if not response.buffered:
+            await downstream.flush()
+    keep = await downstream.finish(response.trailers)
+    return keep and response.body_sent
+
+
+def _reason(status: int) -> bytes:
+    """HTTP/2 has no reason phrase (RFC 9113 §8.3.2); an HTTP/1.1 client gets the usual one."""
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""

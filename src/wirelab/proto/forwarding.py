@@ -7,6 +7,7 @@ live here once, pure:
 - RFC 9110 §7.6.3: each proxy adds itself to Via, with the protocol version it received.
 - RFC 7239 Forwarded, and the older X-Forwarded-For and X-Forwarded-Proto: the client's address and
   scheme, appended to what earlier proxies said (X-Forwarded-Proto is ours to set, never to relay).
+- RFC 9113 §8.2.2: to an HTTP/2 peer, TE goes only as "trailers", and Host as :authority.
 - RFC 9110 §9.2.2: a request may be sent again after a failure that left its outcome unknown only if
   it is idempotent (or carries an Idempotency-Key) and has no body to send again.
 """
@@ -17,7 +18,7 @@ from collections.abc import Iterable
 
 from wirelab.proto.http1 import Request
 
-__all__ = ["PSEUDONYM", "end_to_end", "forwarded_for", "replayable", "via"]
+__all__ = ["PSEUDONYM", "end_to_end", "for_http2", "forwarded_for", "replayable", "via"]
 
 PSEUDONYM = b"wirelab"
 """How we name ourselves in Via (§7.6.3 allows a pseudonym in place of a host)."""
@@ -82,6 +83,15 @@ def forwarded_for(
         via(version),
     ]
     return fields, host
+
+
+def for_http2(fields: Fields, request: Request) -> Fields:
+    """End-to-end `fields` as an HTTP/2 request carries them: Host leaves (the caller sends it as
+    :authority) and TE, hop-by-hop otherwise, stays if it asks for trailers (gRPC needs it)."""
+    sent = [field for field in fields if field[0] != b"host"]
+    if b"trailers" in request.tokens(b"te"):
+        sent.append((b"te", b"trailers"))
+    return sent
 
 
 def replayable(request: Request, *, has_body: bool) -> bool:

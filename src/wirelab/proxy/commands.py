@@ -123,6 +123,12 @@ def l4(config_path: Path | None, backends: tuple[str, ...], **flags: Any) -> Non
     "[default: round-robin]",
 )
 @click.option(
+    "--backend-protocol",
+    type=click.Choice(["http/1.1", "h2c", "h2"]),
+    help="How the default pool speaks to its backends: HTTP/1.1 keep-alive connections, or one "
+    "multiplexed HTTP/2 connection per backend, in clear (h2c) or over TLS (h2).  [default: http/1.1]",
+)
+@click.option(
     "--tls-name",
     "tls_names",
     multiple=True,

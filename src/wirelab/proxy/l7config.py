@@ -48,6 +48,7 @@ pool named "default". Relative paths are taken from the working directory, as fl
 
     [pools.api]                      # a pool's name: letters, digits, - and _
     algorithm = "least-outstanding"  # round-robin, least-outstanding, hash-header:NAME, hash-cookie:NAME
+    protocol = "http/1.1"            # or h2c (HTTP/2 in clear), h2 (over TLS; cacert = "ca.pem")
     [[pools.api.backends]]
     address = "127.0.0.1:9001"
     weight = 2                       # default 1
@@ -117,7 +118,10 @@ _LIMITS: dict[str, type] = {
 }
 _HEALTH: dict[str, type] = {"interval": float, "path": str, "rise": int, "fall": int, "eject": float}
 _BREAKER: dict[str, type] = {"failures": int, "open": float, "half_open_requests": int}
-_POOL: dict[str, type] = {"algorithm": str, "backends": list}
+_POOL: dict[str, type] = {"algorithm": str, "backends": list, "protocol": str, "cacert": str}
+PROTOCOLS = ("http/1.1", "h2c", "h2")
+"""How a pool's backends are spoken to: HTTP/1.1 connections from a keep-alive pool, or one
+multiplexed HTTP/2 connection per backend, in clear (h2c, prior knowledge) or over TLS (h2, ALPN)."""
 _ROUTE: dict[str, type] = {"host": str, "path_prefix": str, "pool": str}
 
 _POLICIES = {"round-robin": "round-robin", "least-outstanding": "least-connections"}
@@ -127,6 +131,7 @@ _POOL_NAME = re.compile(r"[A-Za-z0-9_-]+")
 # The flags that stand for a key inside a table; every other flag is the top-level key of its name.
 _FLAG_KEYS: dict[str, tuple[str, ...]] = {
     "algorithm": ("pools", DEFAULT_POOL, "algorithm"),
+    "backend_protocol": ("pools", DEFAULT_POOL, "protocol"),
     "check_interval": ("health", "interval"),
     "check_path": ("health", "path"),
     "rise": ("health", "rise"),
@@ -144,6 +149,10 @@ class PoolConfig:
     backends: tuple[Backend, ...]
     algorithm: str = "round-robin"
     """round-robin, least-outstanding, hash-header:NAME or hash-cookie:NAME."""
+    protocol: str = "http/1.1"
+    """One of PROTOCOLS."""
+    cacert: Path | None = None
+    """The CA that signs the backends' certificates, for protocol h2 (None: the system's)."""
 
     @property
     def policy(self) -> str:
@@ -277,7 +286,14 @@ def _pool(name: str, table: Any) -> PoolConfig:
         first = seen.setdefault(backend.address, index)
         if first != index:
             raise ConfigError(f"{where}.backends[{index}].address: {backend.address} is backends[{first}]")
-    return PoolConfig(name, tuple(backends), _algorithm(table.get("algorithm", "round-robin"), where))
+    protocol = table.get("protocol", "http/1.1")
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"{where}.protocol: {protocol!r} is not {', '.join(PROTOCOLS)}")
+    cacert = table.get("cacert")
+    if cacert is not None and protocol != "h2":
+        raise ConfigError(f"{where}.cacert: only a pool with protocol h2 (TLS) has use for a CA")
+    algorithm = _algorithm(table.get("algorithm", "round-robin"), where)
+    return PoolConfig(name, tuple(backends), algorithm, protocol, Path(cacert) if cacert else None)
 
 
 def _algorithm(value: str, where: str) -> str:

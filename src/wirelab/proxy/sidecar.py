@@ -31,7 +31,6 @@ import ssl
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,10 +38,10 @@ from urllib.parse import urlsplit
 from wirelab.errors import ConfigError
 from wirelab.http.downstream import Downstream
 from wirelab.http.h1server import ClientConnection, GatewayError, serve_h1
-from wirelab.http.h2client import H2Upstream, Origin, Response, UpstreamError, UpstreamTimeout
+from wirelab.http.h2client import H2Upstream, Origin, Response, UpstreamError, UpstreamTimeout, relay
 from wirelab.net.acceptor import Acceptor
 from wirelab.net.tls import client_context
-from wirelab.proto.forwarding import end_to_end, replayable, via
+from wirelab.proto.forwarding import end_to_end, for_http2, replayable, via
 from wirelab.proto.http1 import HTTPRequestError, Limits, Request
 from wirelab.proto.tracecontext import child, new_span_id, parse
 from wirelab.proxy.config import parse_address
@@ -249,9 +248,9 @@ class _Exchange:
 
     def _fields(self) -> list[tuple[bytes, bytes]]:
         """RFC 9113 §8.2.2: no connection-specific fields, TE only as "trailers"; Host is :authority."""
-        fields = [f for f in end_to_end(self.request.headers) if f[0] not in _REPLACED]
-        if b"trailers" in self.request.tokens(b"te"):
-            fields.append((b"te", b"trailers"))
+        fields = [
+            f for f in for_http2(end_to_end(self.request.headers), self.request) if f[0] not in _REPLACED
+        ]
         fields.append((b"traceparent", self.traceparent.encode()))
         fields += ((b"tracestate", value) for value in self.tracestate)
         fields.append((b"x-request-id", self.request_id))
@@ -261,18 +260,11 @@ class _Exchange:
     async def _relay(self, response: Response) -> bool:
         """The response to the client; a failure now can only cut it short."""
         self.status = response.status
-        headers = response.headers
-        if not any(name == b"x-request-id" for name, _ in headers):
-            headers = [*headers, (b"x-request-id", self.request_id)]
-        headers = [*headers, via(b"2")]
+        added = [via(b"2")]
+        if not any(name == b"x-request-id" for name, _ in response.headers):
+            added.insert(0, (b"x-request-id", self.request_id))
         try:
-            await self.downstream.respond(response.status, _reason(response.status), headers)
-            async for data in response:
-                await self.downstream.send(data)
-                if not response.buffered:
-                    await self.downstream.flush()
-            keep = await self.downstream.finish(response.trailers)
-            return keep and response.body_sent  # else the rest of the client's body is unread
+            return await relay(response, self.downstream, added)
         except UpstreamError as failure:
             error = self._gateway_error(failure)
             if self.downstream.answered:
@@ -311,13 +303,6 @@ def _target(request: Request, default: bytes) -> tuple[bytes, bytes]:
         raise HTTPRequestError(400, "the target is neither a path nor an http:// URL")
     path = (url.path or "/") + (f"?{url.query}" if url.query else "")
     return url.netloc.rpartition("@")[2].encode(), path.encode()
-
-
-def _reason(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
 
 
 def _tls(config: SidecarConfig) -> ssl.SSLContext | None:
