@@ -38,12 +38,20 @@ from wirelab.errors import ConfigError
 from wirelab.http.downstream import Downstream
 from wirelab.http.h1client import BackendFailed, Upstream, UpstreamPool, exchange, probe, request_head
 from wirelab.http.h1server import ClientConnection, GatewayError, serve_h1
+from wirelab.http.h2client import (
+    H2Upstream,
+    Origin,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    relay,
+)
 from wirelab.http.h2server import serve_h2
 from wirelab.net.acceptor import Acceptor
-from wirelab.net.tls import CertificateAuthority, server_context
+from wirelab.net.tls import CertificateAuthority, client_context, server_context
 from wirelab.proto.balance import Backend, Pool, Transition
 from wirelab.proto.breaker import Breakers, BreakerTransition
-from wirelab.proto.forwarding import forwarded_for, replayable
+from wirelab.proto.forwarding import end_to_end, for_http2, forwarded_for, replayable, via
 from wirelab.proto.http1 import Request
 from wirelab.proxy.l7config import L7Config, PoolConfig, TLSSettings
 from wirelab.proxy.metrics import Metrics
@@ -61,6 +69,8 @@ class L7Balancer:
         self.pools: dict[str, Pool] = {}
         self.breakers = Breakers(config.breaker)
         self.upstreams = UpstreamPool(connect_timeout_s=config.connect_timeout_s)
+        self.h2_upstreams: dict[str, H2Upstream] = {}
+        """Per backend address, for the pools that speak HTTP/2 to their backends."""
         self.metrics = Metrics()
         self.in_flight = 0
         self._idle = asyncio.Event()
@@ -121,6 +131,8 @@ class L7Balancer:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._acceptor.close()
         self.upstreams.close()
+        await asyncio.gather(*(upstream.aclose() for upstream in self.h2_upstreams.values()))
+        self.h2_upstreams.clear()
 
     def _apply(self, config: L7Config) -> None:
         pools: dict[str, Pool] = {}
@@ -150,11 +162,9 @@ class L7Balancer:
         """Active HTTP checks (GET `check_path`), each interval, of every backend of every pool."""
         while True:
             within = min(interval, self.config.connect_timeout_s)
-            for pool in list(self.pools.values()):
-                backends = pool.backends
-                results = await asyncio.gather(
-                    *(probe(b, self.config.check_path, within_s=within) for b in backends)
-                )
+            for name, pool in list(self.pools.items()):
+                backends, config = pool.backends, self._pool_configs[name]
+                results = await asyncio.gather(*(self._probe(b, config, within) for b in backends))
                 self._note([pool.check_result(b, ok) for b, ok in zip(backends, results, strict=True)])
             await asyncio.sleep(interval)
 
@@ -228,15 +238,12 @@ class L7Balancer:
                 break
             self.metrics.retries += attempt > 0
             try:
-                upstream = await self.upstreams.acquire(backend)
-            except (OSError, TimeoutError) as error:
-                self._failed(pool, backend, "connect", str(error) or "timed out", eject=True)
-                continue  # nothing was sent: any request may go elsewhere
-            try:
-                return await self._attempt(request, downstream, peer, pool, upstream)
-            except BackendFailed as failure:
-                self._failed(pool, backend, failure.kind, str(failure), eject=not upstream.reused)
-                if failure.answered or not safe:
+                if config.protocol == "http/1.1":
+                    return await self._attempt(request, downstream, peer, pool, backend)
+                return await self._attempt_h2(request, downstream, peer, pool, backend, config)
+            except _Failed as failure:
+                self._failed(pool, backend, failure.kind, str(failure), eject=failure.eject)
+                if failure.answered or not (safe or failure.unsent):  # unsent: it may go elsewhere
                     raise GatewayError(502, f"backend {backend.address} failed: {failure}") from None
             except BaseException:
                 self.breakers[backend.address].release()
@@ -244,6 +251,21 @@ class L7Balancer:
         raise GatewayError(503, "no backend is available")
 
     async def _attempt(
+        self, request: Request, downstream: Downstream, peer: str, pool: Pool, backend: Backend
+    ) -> bool:
+        """Over a pooled HTTP/1.1 connection."""
+        try:
+            upstream = await self.upstreams.acquire(backend)
+        except (OSError, TimeoutError) as error:
+            raise _Failed("connect", str(error) or "timed out", unsent=True, eject=True) from None
+        try:
+            return await self._exchange(request, downstream, peer, pool, upstream)
+        except BackendFailed as failure:
+            # A reused connection may just have been closed by the backend: no sign of its health.
+            eject = not upstream.reused
+            raise _Failed(failure.kind, str(failure), answered=failure.answered, eject=eject) from None
+
+    async def _exchange(
         self, request: Request, downstream: Downstream, peer: str, pool: Pool, upstream: Upstream
     ) -> bool:
         backend = upstream.backend
@@ -267,6 +289,79 @@ class L7Balancer:
         )
         self.upstreams.release(upstream)
         return keep
+
+    async def _attempt_h2(
+        self,
+        request: Request,
+        downstream: Downstream,
+        peer: str,
+        pool: Pool,
+        backend: Backend,
+        config: PoolConfig,
+    ) -> bool:
+        """As one stream of the backend's multiplexed HTTP/2 connection, trailers relayed both ways."""
+        upstream = self._h2_upstream(backend, config)
+        fields, host = forwarded_for(
+            request.headers, peer=peer, scheme=downstream.scheme, version=request.version
+        )
+        body = downstream.body() if downstream.has_body else None
+        started = time.perf_counter()
+        pool.opened(backend)
+        try:
+            try:
+                response = await upstream.send(
+                    request.method,
+                    request.target,
+                    for_http2(fields, request),
+                    body,
+                    authority=host or backend.address.encode(),
+                    trailers=lambda: end_to_end(downstream.trailers),
+                )
+            except UpstreamError as error:
+                kind, eject = _h2_failure(error)
+                raise _Failed(kind, str(error), unsent=error.unprocessed, eject=eject) from None
+            answered = time.perf_counter() - started
+            try:
+                keep = await relay(response, downstream, [via(b"2")])
+            except UpstreamError as error:
+                raise _Failed(_h2_failure(error)[0], str(error), answered=downstream.answered) from None
+            finally:
+                await response.aclose()
+        finally:
+            pool.closed(backend)
+        self.metrics.observe(backend.address, response.status, answered)
+        now = asyncio.get_running_loop().time()
+        self._note_breaker(self.breakers[backend.address].record(response.status < 500, now))
+        return keep
+
+    def _h2_upstream(self, backend: Backend, config: PoolConfig) -> H2Upstream:
+        """The backend's HTTP/2 client, made at its first request: one connection, every stream."""
+        upstream = self.h2_upstreams.get(backend.address)
+        if upstream is None:
+            tls = client_context(config.cacert, alpn=("h2",)) if config.protocol == "h2" else None
+            origin = Origin("https" if tls else "http", backend.host, backend.port)
+            upstream = H2Upstream(
+                origin,
+                ssl_context=tls,
+                connect_timeout=self.config.connect_timeout_s,
+                timeout=self.config.idle_timeout_s,
+            )
+            self.h2_upstreams[backend.address] = upstream
+        return upstream
+
+    async def _probe(self, backend: Backend, config: PoolConfig, within: float) -> bool:
+        """An active check: GET `check_path`, healthy if answered below 500 in time, in the pool's
+        protocol (an h2c backend may not speak HTTP/1.1 at all)."""
+        if config.protocol == "http/1.1":
+            return await probe(backend, self.config.check_path, within_s=within)
+        path = self.config.check_path.encode()
+        try:
+            async with asyncio.timeout(within):
+                response = await self._h2_upstream(backend, config).send(b"GET", path, [], None)
+                await response.aclose()
+        except (UpstreamError, TimeoutError):
+            return False
+        return response.status < 500
 
     def _failed(self, pool: Pool, backend: Backend, kind: str, detail: str, *, eject: bool) -> None:
         log.warning("backend %s: %s (%s)", backend.address, detail, kind)
@@ -297,6 +392,29 @@ class L7Balancer:
     def _note_breaker(self, t: BreakerTransition | None) -> None:
         if t is not None:
             log.info("breaker %s: %s -> %s", t.key, t.old.value, t.new.value)
+
+
+class _Failed(Exception):
+    """One attempt at a backend failed: `unsent` if the request certainly never reached it (it may
+    then go to another backend whatever its method), `answered` if the client had a response head
+    already (nothing can be retried or answered then), `eject` if it says the backend is unwell."""
+
+    def __init__(
+        self, kind: str, detail: str, *, unsent: bool = False, answered: bool = False, eject: bool = False
+    ) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.unsent = unsent
+        self.answered = answered
+        self.eject = eject
+
+
+def _h2_failure(error: UpstreamError) -> tuple[str, bool]:
+    """The metrics' kind of an HTTP/2 failure, and whether it ejects the backend (it could not be
+    reached); a reset stream or a GOAWAY says nothing of its health."""
+    if isinstance(error, UpstreamUnreachable):
+        return "connect", True
+    return ("timeout" if isinstance(error, UpstreamTimeout) else "reset"), False
 
 
 def _tls_context(settings: TLSSettings) -> ssl.SSLContext:
