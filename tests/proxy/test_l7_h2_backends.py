@@ -109,3 +109,21 @@ async def test_a_backend_killed_under_h2load_costs_no_request() -> None:
 def test_a_bad_protocol_is_named(pool: dict[str, str], says: str) -> None:
     with pytest.raises(ConfigError, match=says):
         load_l7_config(None, _config(["127.0.0.1:9"], **pool))  # type: ignore[arg-type]
+
+
+async def test_an_h2_pool_reaches_nginx_over_tls_with_its_ca(nginx: Nginx) -> None:  # noqa: F811
+    """protocol h2: TLS with ALPN h2, the certificate checked against the pool's cacert."""
+    config = _config([f"127.0.0.1:{nginx.tls_port}"], protocol="h2", cacert=str(nginx.ca))
+    async with serving(load_l7_config(None, config)) as lb, httpx.AsyncClient() as client:
+        answer = await client.get(url(lb, "/x"))
+    assert (answer.status_code, answer.text) == (200, "hello over tls")
+    assert answer.headers["via"] == "2 wirelab"
+
+
+async def test_an_h2_pool_refuses_a_certificate_it_cannot_check(nginx: Nginx) -> None:  # noqa: F811
+    """Without the lab's CA the system's CAs do not know nginx's certificate: a 503, never plain text."""
+    config = _config([f"127.0.0.1:{nginx.tls_port}"], protocol="h2")
+    async with serving(load_l7_config(None, config)) as lb, httpx.AsyncClient() as client:
+        answer = await client.get(url(lb, "/x"))
+    assert answer.status_code in (502, 503)
+    assert answer.headers["content-type"] == "application/problem+json"
