@@ -42,6 +42,8 @@ def test_haproxy_in_http_mode_keeps_connections_alive_on_both_sides() -> None:
     assert "nbthread 1" in config
     assert "server b0 127.0.0.1:9001\n" in config
     assert "http-reuse" not in lb.haproxy_config(8080, 9001, fd_limit=1 << 20)
+    upstream_h2 = lb.haproxy_config(8080, 9001, fd_limit=1 << 20, mode="http", h2_upstream=True)
+    assert "server b0 127.0.0.1:9001 proto h2\n" in upstream_h2
 
 
 def test_nginx_is_one_worker_answering_ok_with_its_files_in_the_workdir(tmp_path: Path) -> None:
@@ -53,6 +55,8 @@ def test_nginx_is_one_worker_answering_ok_with_its_files_in_the_workdir(tmp_path
     assert f"pid {tmp_path}/nginx.pid;" in config
     assert "access_log off;" in config
     assert f"proxy_temp_path {tmp_path}/nginx-proxy;" in config
+    assert "http2" not in config
+    assert "listen 127.0.0.1:9002 http2;" in lb_l7.nginx_config(9001, tmp_path, h2c_port=9002)
 
 
 def test_haproxy_maxconn_fits_the_descriptor_limit() -> None:
@@ -274,6 +278,11 @@ def test_end_to_end_every_impl_moves_bytes_connections_and_requests(tmp_path: Pa
         assert rows[impl]["l7_h2_req_per_s"] > 0, impl
         assert rows[impl]["l7_h2_errors"] == 0, impl
         assert rows[impl]["l7_h2_balancer_cpu_us"] > 0, impl
+        assert rows[impl]["l7_h2_upstream_req_per_s"] > 0, impl
+        assert rows[impl]["l7_h2_upstream_errors"] == 0, impl
+        assert rows[impl]["l7_h2_upstream_balancer_cpu_us"] > 0, impl
     assert rows["wirelab-splice"]["l7_h2_req_per_s_vs_haproxy"] > 0
+    assert rows["wirelab-splice"]["l7_h2_upstream_req_per_s_vs_haproxy"] > 0
     assert "l7_h2_req_per_s" not in rows["direct"]
+    assert "l7_h2_upstream_req_per_s" not in rows["direct"]
     assert "L7 adds p50" in result.output

@@ -105,9 +105,10 @@ APT_PACKAGES = {
     "h2load": "nghttp2-client",
 }
 H2_IMPLS = ("wirelab-splice", "haproxy")
-"""The rows with an HTTP/2 figure (clients over h2c; the backend stays HTTP/1.1), so not direct."""
-RATIOS = (*GOALS, "l7_h2_req_per_s")
-"""The figures compared with HAProxy's: the goals', and HTTP/2 requests/s, which has no goal."""
+"""The rows with HTTP/2 figures (h2load clients over h2c to an HTTP/1.1 backend; wrk's HTTP/1.1
+clients to an HTTP/2 backend over h2c), so not direct."""
+RATIOS = (*GOALS, "l7_h2_req_per_s", "l7_h2_upstream_req_per_s")
+"""The figures compared with HAProxy's: the goals', and those over HTTP/2, which have none."""
 L7_KEYS = ("l7_req_per_s", "l7_p50_ms", "l7_p99_ms")
 PACE_SHARE = 0.5
 """The paced latency run's rate, as a share of the least layer 7 maximum among the balancers."""
@@ -140,6 +141,9 @@ L7_COLUMNS = (
     Column("l7_h2_req_per_s_vs_haproxy", "x haproxy", ".2f"),
     Column("l7_h2_balancer_cpu_us", "h2 CPU µs/req", ",.0f"),
     Column("l7_h2_errors", "h2 errors", ","),
+    Column("l7_h2_upstream_req_per_s", "h2 upstream req/s (wrk)", ",.0f"),
+    Column("l7_h2_upstream_req_per_s_vs_haproxy", "x haproxy", ".2f"),
+    Column("l7_h2_upstream_balancer_cpu_us", "h2 upstream CPU µs/req", ",.0f"),
 )
 
 
@@ -196,14 +200,21 @@ def missing_peers(impls: Sequence[str]) -> list[str]:
 
 
 def haproxy_config(
-    port: int, backend_port: int, *, fd_limit: int, mode: str = "tcp", h2: bool = False
+    port: int,
+    backend_port: int,
+    *,
+    fd_limit: int,
+    mode: str = "tcp",
+    h2: bool = False,
+    h2_upstream: bool = False,
 ) -> str:
     """HAProxy set up as `wirelab lb l4` (mode tcp) or `wirelab lb l7` (mode http) runs by default:
-    round-robin, no checks, 2 s connect timeout, 300 s idle timeout, 10,000 connections (fewer if
-    `fd_limit` cannot hold two descriptors for each, since HAProxy refuses to start then); one thread,
-    as our balancer is one event loop. In http mode, keep-alive on both sides with idle server
-    connections shared between clients (`http-reuse always`, as our upstream pool does) and a 10 s
-    request head timeout like ours. With `h2`, the clients speak HTTP/2 in clear (`proto h2`)."""
+        round-robin, no checks, 2 s connect timeout, 300 s idle timeout, 10,000 connections (fewer if
+        `fd_limit` cannot hold two descriptors for each, since HAProxy refuses to start then); one thread,
+        as our balancer is one event loop. In http mode, keep-alive on both sides with idle server
+        connections shared between clients (`http-reuse always`, as our upstream pool does) and a 10 s
+        request head timeout like ours. With `h2`, the clients speak HTTP/2 in clear (`proto h2`); with
+    `h2_upstream`, the backend does."""
     maxconn = min(MAX_CONNECTIONS, (fd_limit - FD_RESERVE) // 2)
     http = (
         "    option http-keep-alive\n    http-reuse always\n"
@@ -216,7 +227,8 @@ def haproxy_config(
         f"defaults\n    mode {mode}\n{http}    timeout connect 2s\n"
         "    timeout client 300s\n    timeout server 300s\n\n"
         f"frontend lb\n    bind 127.0.0.1:{port}{' proto h2' if h2 else ''}\n    default_backend pool\n\n"
-        f"backend pool\n    balance roundrobin\n    server b0 127.0.0.1:{backend_port}\n"
+        f"backend pool\n    balance roundrobin\n"
+        f"    server b0 127.0.0.1:{backend_port}{' proto h2' if h2_upstream else ''}\n"
     )
 
 
@@ -363,18 +375,26 @@ def _wait_listening(
 
 
 def _balancer_command(
-    impl: str, port: int, backend_port: int, workdir: Path, *, layer: int, h2: bool = False
+    impl: str,
+    port: int,
+    backend_port: int,
+    workdir: Path,
+    *,
+    layer: int,
+    h2: bool = False,
+    h2_upstream: bool = False,
 ) -> list[str]:
     if impl == PEER:
         config = workdir / f"haproxy-{port}.cfg"
         mode = "http" if layer == 7 else "tcp"
         limit = raise_fd_limit()
-        config.write_text(haproxy_config(port, backend_port, fd_limit=limit, mode=mode, h2=h2))
+        text = haproxy_config(port, backend_port, fd_limit=limit, mode=mode, h2=h2, h2_upstream=h2_upstream)
+        config.write_text(text)
         return ["haproxy", "-db", "-f", str(config)]
     listen, backend = f"127.0.0.1:{port}", f"127.0.0.1:{backend_port}"
     command = [sys.executable, "-m", "wirelab", "lb", f"l{layer}", "--listen", listen, "--backend", backend]
     if layer == 7:
-        return command
+        return [*command, "--backend-protocol", "h2c"] if h2_upstream else command
     return [*command, "--splice" if impl == "wirelab-splice" else "--copy"]
 
 
@@ -386,6 +406,7 @@ class _Lab:
     iperf3_port: int
     echo_port: int
     nginx_port: int
+    nginx_h2c_port: int
 
     @contextlib.contextmanager
     def front(
@@ -397,6 +418,7 @@ class _Lab:
         *,
         layer: int = 4,
         h2: bool = False,
+        h2_upstream: bool = False,
     ) -> Iterator[int]:
         """The port that clients of `impl` connect to: a fresh balancer's, or the backend's for direct.
 
@@ -407,7 +429,9 @@ class _Lab:
             yield backend_port
             return
         port = free_port()
-        command = _balancer_command(impl, port, backend_port, self.workdir, layer=layer, h2=h2)
+        command = _balancer_command(
+            impl, port, backend_port, self.workdir, layer=layer, h2=h2, h2_upstream=h2_upstream
+        )
         with run_process(
             command, port, self.workdir / f"{impl}-l{layer}.log", self.pinning.balancer
         ) as pid:
@@ -450,6 +474,13 @@ def _measure(lab: _Lab, impl: str, progress: Progress, task: TaskID) -> dict[str
             busy["l7_h2_balancer_cpu_us"] = (
                 busy["l7_h2_balancer_cpu_pct"] / 100 / row["l7_h2_req_per_s"] * 1e6
             )
+        progress.update(task, description=f"{impl}: L7 to an HTTP/2 backend (wrk)")
+        key = "l7_h2_upstream_balancer_cpu_pct"
+        with lab.front(impl, lab.nginx_h2c_port, busy, key, layer=7, h2_upstream=True) as port:
+            upstream = wrk_req_per_s(port, lab.plan.duration_s)
+            row["l7_h2_upstream_req_per_s"], row["l7_h2_upstream_errors"] = upstream
+        if row["l7_h2_upstream_req_per_s"] > 0:
+            busy["l7_h2_upstream_balancer_cpu_us"] = busy[key] / 100 / row["l7_h2_upstream_req_per_s"] * 1e6
     progress.advance(task)
     return {**row, **busy}
 
@@ -473,11 +504,11 @@ def _measure_paced(lab: _Lab, rows: list[dict[str, Any]], progress: Progress, ta
 
 
 def _measure_all(plan: LbPlan, pinning: Pinning, workdir: Path, progress: Progress) -> list[dict[str, Any]]:
-    lab = _Lab(plan, pinning, workdir, free_port(), free_port(), free_port())
+    lab = _Lab(plan, pinning, workdir, free_port(), free_port(), free_port(), free_port())
     iperf3 = ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(lab.iperf3_port)]
     echo = [sys.executable, "-c", f"from wirelab.bench.lb import serve_echo; serve_echo({lab.echo_port})"]
     config = workdir / "nginx.conf"
-    config.write_text(nginx_config(lab.nginx_port, workdir))
+    config.write_text(nginx_config(lab.nginx_port, workdir, h2c_port=lab.nginx_h2c_port))
     l7 = sum(impl in L7_IMPLS for impl in plan.impls)
     task = progress.add_task("starting backends", total=3 * len(plan.impls) + l7)
     with (
@@ -531,7 +562,7 @@ def run_lb(plan: LbPlan, *, json_path: Path | None, console: Console, progress: 
 def _empty(row: dict[str, Any]) -> bool:
     """A figure the row should carry is missing or not positive."""
     keys = ("l4_gbit_per_s", "l4_conn_per_s") + (L7_KEYS if row["impl"] in L7_IMPLS else ())
-    keys += ("l7_h2_req_per_s",) if row["impl"] in H2_IMPLS else ()
+    keys += ("l7_h2_req_per_s", "l7_h2_upstream_req_per_s") if row["impl"] in H2_IMPLS else ()
     return any(row.get(key, 0) <= 0 for key in keys)
 
 

@@ -44,16 +44,23 @@ _REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
-def nginx_config(port: int, workdir: Path) -> str:
-    """One worker answering `ok` to everything on loopback; its pid, log and temp files in `workdir`."""
+def nginx_config(port: int, workdir: Path, *, h2c_port: int | None = None) -> str:
+    """One worker answering `ok` to everything on loopback, over HTTP/1.1 on `port` and, given
+    `h2c_port`, over HTTP/2 in clear there too; its pid, log and temp files in `workdir`."""
     temp = nginx_temp_paths(workdir)
+    h2c = (
+        f"    server {{\n        listen 127.0.0.1:{h2c_port} http2;\n"
+        '        location / { return 200 "ok"; }\n    }\n'
+        if h2c_port is not None
+        else ""
+    )
     return (
         f"daemon off;\nworker_processes 1;\npid {workdir}/nginx.pid;\n"
         f"error_log {workdir}/nginx-error.log warn;\n"
         "events { worker_connections 4096; }\n"
         f"http {{\n    access_log off;\n    keepalive_requests 1000000;\n{temp}"
         f"    server {{\n        listen 127.0.0.1:{port};\n"
-        '        location / { return 200 "ok"; }\n    }\n}\n'
+        f'        location / {{ return 200 "ok"; }}\n    }}\n{h2c}}}\n'
     )
 
 
