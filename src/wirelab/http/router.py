@@ -35,18 +35,16 @@ def _compile(pattern: str) -> re.Pattern[str]:
 
 class Router:
     def __init__(self) -> None:
-        self._http: list[tuple[re.Pattern[str], dict[str, HttpHandler]]] = []
+        self._http: list[tuple[str, re.Pattern[str], dict[str, HttpHandler]]] = []
+        """(pattern as registered, compiled, handler per method), in registration order."""
         self._ws: list[tuple[re.Pattern[str], WebSocketHandler]] = []
-        self._registered: list[tuple[str, str]] = []
 
     def http(self, method: str, pattern: str, handler: HttpHandler) -> None:
-        compiled = _compile(pattern)
-        self._registered.append((method, pattern))
-        for existing, methods in self._http:
-            if existing.pattern == compiled.pattern:
+        for registered, _, methods in self._http:
+            if registered == pattern:
                 methods[method] = handler
                 return
-        self._http.append((compiled, {method: handler}))
+        self._http.append((pattern, _compile(pattern), {method: handler}))
 
     def websocket(self, pattern: str, handler: WebSocketHandler) -> None:
         self._ws.append((_compile(pattern), handler))
@@ -54,7 +52,7 @@ class Router:
     def routes(self) -> list[tuple[str, str]]:
         """(method, pattern) of every HTTP route, as registered: the HEAD each GET also answers is
         implied, not listed (a HEAD registered on its own is)."""
-        return list(dict.fromkeys(self._registered))
+        return [(method, pattern) for pattern, _, methods in self._http for method in methods]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -74,17 +72,14 @@ class Router:
             await self._internal_error(request)
 
     async def _internal_error(self, request: Request) -> None:
-        """A bug, not the client's fault: logged whole under an id the client is given as the
-        problem's `instance`, so a report can be matched to its traceback; the process serves on."""
-        instance = f"urn:uuid:{uuid.uuid4()}"
-        log.exception("unexpected error on %s %s (%s)", request.method, request.path, instance)
+        instance = _log_bug(f"{request.method} {request.path}")
         error = ProblemError(f"an unexpected error; the server's log has it under {instance}")
         # If the response had begun, the server refuses a second start and cuts the connection.
         with contextlib.suppress(RuntimeError):
             await send_problem(request.send, error, instance=instance)
 
     def _match_http(self, request: Request) -> tuple[HttpHandler, dict[str, str]]:
-        for pattern, methods in self._http:
+        for _, pattern, methods in self._http:
             match = pattern.match(request.path)
             if match is None:
                 continue
@@ -108,9 +103,17 @@ class Router:
                 except WebSocketClosed:
                     pass
                 except Exception:
-                    instance = f"urn:uuid:{uuid.uuid4()}"
-                    log.exception("unexpected error on WebSocket %s (%s)", ws.path, instance)
+                    instance = _log_bug(f"WebSocket {ws.path}")
                     with contextlib.suppress(WebSocketClosed, RuntimeError):
                         await ws.close(1011, instance)
                 return
         await ws.close(1008, "no WebSocket is served at this path")
+
+
+def _log_bug(where: str) -> str:
+    """A handler's bug, not the client's fault: logged whole under a new id, which the client is
+    given (a problem's `instance`, a close reason) so that a report can be matched to its traceback;
+    the process serves on."""
+    instance = f"urn:uuid:{uuid.uuid4()}"
+    log.exception("unexpected error on %s (%s)", where, instance)
+    return instance
