@@ -282,11 +282,7 @@ class L7Balancer:
             raise
         finally:
             pool.closed(backend)
-        status = upstream.status
-        self.metrics.observe(backend.address, status, upstream.answered_at - started)
-        self._note_breaker(
-            self.breakers[backend.address].record(status < 500, asyncio.get_running_loop().time())
-        )
+        self._answered(backend, upstream.status, upstream.answered_at - started)
         self.upstreams.release(upstream)
         return keep
 
@@ -329,10 +325,14 @@ class L7Balancer:
                 await response.aclose()
         finally:
             pool.closed(backend)
-        self.metrics.observe(backend.address, response.status, answered)
-        now = asyncio.get_running_loop().time()
-        self._note_breaker(self.breakers[backend.address].record(response.status < 500, now))
+        self._answered(backend, response.status, answered)
         return keep
+
+    def _answered(self, backend: Backend, status: int, seconds: float) -> None:
+        """A backend answered, in `seconds` to the head: the metrics, and its breaker (5xx fails)."""
+        self.metrics.observe(backend.address, status, seconds)
+        now = asyncio.get_running_loop().time()
+        self._note_breaker(self.breakers[backend.address].record(status < 500, now))
 
     def _h2_upstream(self, backend: Backend, config: PoolConfig) -> H2Upstream:
         """The backend's HTTP/2 client, made at its first request: one connection, every stream."""
