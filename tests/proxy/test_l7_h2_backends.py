@@ -127,3 +127,16 @@ async def test_an_h2_pool_refuses_a_certificate_it_cannot_check(nginx: Nginx) ->
         answer = await client.get(url(lb, "/x"))
     assert answer.status_code in (502, 503)
     assert answer.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_reload_that_changes_a_pools_protocol_is_followed() -> None:
+    """The same backend address, h2c then h2: after the reload the balancer speaks TLS to it (which
+    this plain HTTP/2 server cannot answer), not the connection it had."""
+    async with _h2_backends(1) as (server,):
+        backends = [f"127.0.0.1:{server.port}"]
+        async with serving(load_l7_config(None, _config(backends))) as lb, httpx.AsyncClient() as client:
+            assert (await client.get(url(lb, "/x"))).status_code == 200
+            lb.reload(load_l7_config(None, _config(backends, protocol="h2")))
+            refused = await client.get(url(lb, "/x"))
+    assert refused.status_code in (502, 503)
+    assert refused.headers["content-type"] == "application/problem+json"

@@ -32,6 +32,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from wirelab.errors import ConfigError
@@ -69,8 +70,9 @@ class L7Balancer:
         self.pools: dict[str, Pool] = {}
         self.breakers = Breakers(config.breaker)
         self.upstreams = UpstreamPool(connect_timeout_s=config.connect_timeout_s)
-        self.h2_upstreams: dict[str, H2Upstream] = {}
-        """Per backend address, for the pools that speak HTTP/2 to their backends."""
+        self.h2_upstreams: dict[tuple[str, str, Path | None], H2Upstream] = {}
+        """Per (backend address, protocol, CA), for the pools that speak HTTP/2 to their backends: a
+        reload that changes how a backend is spoken to gets a client of its own."""
         self.metrics = Metrics()
         self.in_flight = 0
         self._idle = asyncio.Event()
@@ -336,7 +338,8 @@ class L7Balancer:
 
     def _h2_upstream(self, backend: Backend, config: PoolConfig) -> H2Upstream:
         """The backend's HTTP/2 client, made at its first request: one connection, every stream."""
-        upstream = self.h2_upstreams.get(backend.address)
+        key = (backend.address, config.protocol, config.cacert)
+        upstream = self.h2_upstreams.get(key)
         if upstream is None:
             tls = client_context(config.cacert, alpn=("h2",)) if config.protocol == "h2" else None
             origin = Origin("https" if tls else "http", backend.host, backend.port)
@@ -346,7 +349,7 @@ class L7Balancer:
                 connect_timeout=self.config.connect_timeout_s,
                 timeout=self.config.idle_timeout_s,
             )
-            self.h2_upstreams[backend.address] = upstream
+            self.h2_upstreams[key] = upstream
         return upstream
 
     async def _probe(self, backend: Backend, config: PoolConfig, within: float) -> bool:
