@@ -45,6 +45,8 @@ from typing import cast
 from wirelab.errors import ProtocolError
 
 __all__ = [
+    "Body",
+    "Chunked",
     "Data",
     "EndOfMessage",
     "Event",
@@ -57,7 +59,10 @@ __all__ = [
     "Response",
     "ResponseEvent",
     "ResponseParser",
+    "Sized",
     "keeps_alive",
+    "request_framing",
+    "response_framing",
     "write",
 ]
 
@@ -346,12 +351,12 @@ class _MessageParser:
             self._fields.append(field)
         return None if field is None else tuple(self._fields)
 
-    def _body(self, version: bytes, framing: _Framing) -> None:
+    def _body(self, body: Sized | Chunked) -> None:
         """Enter the body as Content-Length or chunked framing says (RFC 9112 §6.3)."""
-        chunked, self._remaining = _body_framing(version, framing)
+        self._remaining = body.length if isinstance(body, Sized) else 0
         self._body_bytes = 0
         self._count_body(self._remaining)
-        self._state = _State.CHUNK_SIZE if chunked else _State.LENGTH
+        self._state = _State.LENGTH if isinstance(body, Sized) else _State.CHUNK_SIZE
 
     def _count_body(self, size: int) -> None:
         """Add `size` announced body bytes; past `max_body_bytes` the request is refused."""
@@ -445,14 +450,11 @@ class RequestParser(_MessageParser):
 
     def _head(self, fields: Headers) -> list[AnyEvent]:
         request = Request(*self._request_line, fields)
-        framing = _Framing(fields)
-        if framing.hosts > 1 or (framing.hosts == 0 and request.version == b"1.1"):
-            raise HTTPRequestError(400, "an HTTP/1.1 request needs exactly one Host field (RFC 9112 §3.2)")
-        self.keep_alive = framing.persistent(request.version)
-        if request.method == b"CONNECT":
+        self.keep_alive, body = request_framing(request)
+        if body is None:
             self._state = _State.TUNNEL
             return [request]
-        self._body(request.version, framing)
+        self._body(body)
         return [request]
 
 
@@ -497,25 +499,20 @@ class ResponseParser(_MessageParser):
         return super()._end_of_input()
 
     def _head(self, fields: Headers) -> list[AnyEvent]:
-        """RFC 9112 §6.3 for responses: no body after HEAD or for 1xx, 204 and 304; 101 hands the
-        connection over; without Content-Length or chunked the body runs to the close."""
         response = Response(*self._status_line, fields)
-        framing = _Framing(fields)
-        self.keep_alive = framing.persistent(response.version)
-        if response.status == 101:
+        self.keep_alive, body = response_framing(response, self._method)
+        if body is Body.TUNNEL:
             self._state = _State.TUNNEL
             return [response]
-        if response.status < 200:
+        if body is Body.INTERIM:
             self._state = _State.REQUEST_LINE  # the final response follows
             return [response]
-        if self._method == b"HEAD" or response.status in (204, 304):
+        if body is Body.NONE:
             return [response, self._end_message(())]
-        codings = framing.codings
-        if codings[-1:] != [b"chunked"] and (codings or not framing.lengths):
-            self.keep_alive = False
+        if body is Body.UNTIL_CLOSE:
             self._state = _State.UNTIL_CLOSE
             return [response]
-        self._body(response.version, framing)
+        self._body(body)
         return [response]
 
 
@@ -573,8 +570,59 @@ class _Framing:
             elif name == b"transfer-encoding":
                 self.codings += (item.strip(b" \t").lower() for item in value.split(b","))
 
-    def persistent(self, version: bytes) -> bool:
-        return keeps_alive(version, self.connection)
+
+class Body(enum.Enum):
+    """How a message's body is delimited, when it is not by a length or chunks."""
+
+    NONE = enum.auto()
+    UNTIL_CLOSE = enum.auto()
+    """A response without Content-Length or chunked: its body runs to the close."""
+    TUNNEL = enum.auto()
+    """A 101 response: the rest of the connection is another protocol."""
+    INTERIM = enum.auto()
+    """A 1xx response other than 101: the final response follows."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sized:
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Chunked:
+    pass
+
+
+def request_framing(request: Request) -> tuple[bool, Sized | Chunked | None]:
+    """RFC 9112 for a request head: whether the connection may carry another request after it (§9.3),
+    and its body's framing (§6.3), None for a CONNECT's tunnel. Refuses (HTTPRequestError) a missing
+    or repeated Host (§3.2) and every framing two parsers could read differently. Both parsers, ours
+    and llhttp's (`wirelab.http.llhttp`), decide by this one function."""
+    framing = _Framing(request.headers)
+    if framing.hosts > 1 or (framing.hosts == 0 and request.version == b"1.1"):
+        raise HTTPRequestError(400, "an HTTP/1.1 request needs exactly one Host field (RFC 9112 §3.2)")
+    keep_alive = keeps_alive(request.version, framing.connection)
+    if request.method == b"CONNECT":
+        return keep_alive, None
+    return keep_alive, _body_framing(request.version, framing)
+
+
+def response_framing(response: Response, method: bytes) -> tuple[bool, Sized | Chunked | Body]:
+    """RFC 9112 §6.3 for a response to `method`: whether the connection persists after it, and how
+    its body is delimited: none after HEAD or for 204 and 304; 101 hands the connection over; a body
+    without Content-Length or chunked runs to the close (and the connection with it)."""
+    framing = _Framing(response.headers)
+    keep_alive = keeps_alive(response.version, framing.connection)
+    if response.status == 101:
+        return keep_alive, Body.TUNNEL
+    if response.status < 200:
+        return keep_alive, Body.INTERIM
+    if method == b"HEAD" or response.status in (204, 304):
+        return keep_alive, Body.NONE
+    codings = framing.codings
+    if codings[-1:] != [b"chunked"] and (codings or not framing.lengths):
+        return False, Body.UNTIL_CLOSE
+    return keep_alive, _body_framing(response.version, framing)
 
 
 def write(event: AnyEvent, *, chunked: bool = False) -> bytes:
@@ -611,27 +659,31 @@ def keeps_alive(version: bytes, connection: list[bytes]) -> bool:
     return b"keep-alive" in connection if version == b"1.0" else b"close" not in connection
 
 
-def _body_framing(version: bytes, framing: _Framing) -> tuple[bool, int]:
-    """(chunked, length) of the body, refusing every framing two parsers could read differently."""
+_NO_BODY = Sized(0)
+_CHUNKED = Chunked()
+
+
+def _body_framing(version: bytes, framing: _Framing) -> Sized | Chunked:
+    """The body's framing, refusing every framing two parsers could read differently."""
     lengths, codings = framing.lengths, framing.codings
     if codings and lengths:
         raise HTTPRequestError(400, "both Content-Length and Transfer-Encoding (RFC 9112 §6.3)")
     if codings:
-        return _check_codings(version, codings), 0
+        _check_codings(version, codings)
+        return _CHUNKED
     if len(lengths) > 1:
         raise HTTPRequestError(400, "more than one Content-Length")
     if not lengths:
-        return False, 0
+        return _NO_BODY
     if not _DIGITS.fullmatch(lengths[0]):
         raise HTTPRequestError(400, f"Content-Length is not a decimal number: {lengths[0][:40]!r}")
-    return False, int(lengths[0])
+    return Sized(int(lengths[0]))
 
 
-def _check_codings(version: bytes, codings: list[bytes]) -> bool:
+def _check_codings(version: bytes, codings: list[bytes]) -> None:
     if version == b"1.0":
         raise HTTPRequestError(400, "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)")
     if codings[-1] != b"chunked" or b"chunked" in codings[:-1] or b"" in codings:
         raise HTTPRequestError(400, "Transfer-Encoding must end with chunked, once (RFC 9112 §6.3)")
     if len(codings) > 1:
         raise HTTPRequestError(501, f"unsupported transfer coding {codings[0].decode(errors='replace')}")
-    return True
