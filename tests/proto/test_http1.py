@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wirelab.errors import ProtocolError
+from wirelab.http.llhttp import LlhttpRequestParser
 from wirelab.proto.http1 import (
     Data,
     EndOfMessage,
@@ -20,6 +21,29 @@ from wirelab.proto.http1 import (
 )
 
 GET = b"GET /a?b=c HTTP/1.1\r\nHost: example.test\r\nAccept: */*\r\n\r\n"
+
+
+LLHTTP_DEVIATIONS = {
+    "test_chunked_body_with_extensions_and_trailers": "llhttp refuses the whitespace after a chunk"
+    " extension's `;` that RFC 9112 allows (BWS): a valid request refused, nothing smuggled",
+    "test_bad_request_lines[llhttp-GET  / HTTP/1.1-400]": "llhttp reads two spaces before the target as"
+    " one: the same target either way, nothing smuggled",
+    "test_a_chunked_body_is_refused_at_the_chunk_that_takes_it_over_the_limit": "httptools does not"
+    " expose a chunk's size, so the chunk is refused at its first data byte (none of it handed out)",
+}
+"""Where llhttp behind our interface differs from our parser, and why it is safe: kept as strict xfails,
+so a change in either shows."""
+
+
+@pytest.fixture(autouse=True, params=[RequestParser, LlhttpRequestParser], ids=["python", "llhttp"])
+def parser_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs against both parsers: ours and llhttp's behind the same interface."""
+    if request.param is LlhttpRequestParser:
+        node = request.node
+        reason = LLHTTP_DEVIATIONS.get(node.name) or LLHTTP_DEVIATIONS.get(node.originalname)
+        if reason:
+            node.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+    monkeypatch.setitem(globals(), "RequestParser", request.param)
 
 
 def parse(wire: bytes, parser: RequestParser | None = None) -> list[Event]:

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wirelab.http.llhttp import LlhttpResponseParser
 from wirelab.proto.http1 import (
     Data,
     EndOfMessage,
@@ -16,6 +17,12 @@ from wirelab.proto.http1 import (
 )
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+
+
+@pytest.fixture(autouse=True, params=[ResponseParser, LlhttpResponseParser], ids=["python", "llhttp"])
+def parser_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs against both parsers: ours and llhttp's behind the same interface."""
+    monkeypatch.setitem(globals(), "ResponseParser", request.param)
 
 
 def events(wire: bytes, *, method: bytes = b"GET", parser: ResponseParser | None = None) -> list[object]:
@@ -60,6 +67,21 @@ def test_101_hands_the_connection_over_with_what_followed() -> None:
     out = parser.receive_data(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x02hi")
     assert [e.status for e in out if isinstance(e, Response)] == [101]
     assert parser.tunnel and parser.trailing_data == b"\x81\x02hi"
+
+
+@pytest.mark.parametrize("connection", [b"", b"Connection: upgrade\r\n"])
+def test_the_tunnel_after_a_101_starts_at_the_same_byte_however_the_reads_fall(connection: bytes) -> None:
+    wire = (
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        + connection
+        + b"\r\n\r\n\r\n\x81\x02hi"
+    )
+    for cut in range(1, len(wire)):
+        parser = ResponseParser()
+        parser.expect(b"GET")
+        out = parser.receive_data(wire[:cut]) + parser.receive_data(wire[cut:])
+        assert [e.status for e in out if isinstance(e, Response)] == [100, 101], cut
+        assert parser.tunnel and parser.trailing_data == b"\r\n\r\n\x81\x02hi", cut
 
 
 def test_without_framing_the_body_runs_to_the_close() -> None:
