@@ -274,6 +274,14 @@ def test_a_close_in_the_middle_of_a_request_is_400() -> None:
     assert refused(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\nabc") == 400
 
 
+def test_a_request_refused_by_its_content_length_is_never_handed_out() -> None:
+    """A proxy must not forward the head of a request it refuses: the refusal comes instead of it."""
+    parser = RequestParser(limits=Limits(max_body_bytes=10))
+    with pytest.raises(HTTPRequestError) as caught:
+        parser.receive_data(b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n")
+    assert caught.value.status == 413
+
+
 def test_a_content_length_over_the_body_limit_is_413_once_the_head_is_parsed() -> None:
     """RFC 9110 §15.5.14: 413 for content larger than the server will process, before reading it."""
     limits = Limits(max_body_bytes=10)

@@ -193,11 +193,14 @@ async def balancer(
     algorithm: str = "round-robin",
     weights: tuple[int, ...] = (),
     header_timeout_s: float = 10.0,
+    parser: str = "llhttp",
 ) -> AsyncIterator[L7Balancer]:
     flags = [
         f"127.0.0.1:{b.port}" + (f",weight={weights[i]}" if weights else "") for i, b in enumerate(backends)
     ]
-    config = l7_config(flags, algorithm=algorithm, connect_timeout=1.0, header_timeout=header_timeout_s)
+    config = l7_config(
+        flags, algorithm=algorithm, connect_timeout=1.0, header_timeout=header_timeout_s, parser=parser
+    )
     async with serving(config) as lb:
         yield lb
 

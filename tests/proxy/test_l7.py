@@ -251,18 +251,23 @@ async def raw_exchange(lb: L7Balancer, data: bytes) -> bytes:
     ],
     ids=["cl-and-te", "two-cl", "obs-fold", "bad-chunk", "oversized"],
 )
-async def test_smuggling_attempts_refused_and_closed(request_bytes: bytes, status: int) -> None:
-    """RFC 9112 §6.3, §5.2, §7.1: ambiguous framing is answered with an error and the connection closed."""
-    async with running("a") as backends, balancer(*backends) as lb:
+@pytest.mark.parametrize("parser", ["llhttp", "python"])
+async def test_smuggling_attempts_refused_and_closed(
+    request_bytes: bytes, status: int, parser: str
+) -> None:
+    """RFC 9112 §6.3, §5.2, §7.1: ambiguous framing is answered with an error and the connection
+    closed, whichever parser reads it."""
+    async with running("a") as backends, balancer(*backends, parser=parser) as lb:
         answer = await raw_exchange(lb, request_bytes + b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 %d " % status)
         assert b"application/problem+json" in answer
         assert answer.count(b"HTTP/1.1") == 1  # the smuggled request was never answered
 
 
-async def test_head_pipelined_and_http_1_0() -> None:
+@pytest.mark.parametrize("parser", ["llhttp", "python"])
+async def test_head_pipelined_and_http_1_0(parser: str) -> None:
     """RFC 9110 §9.3.2: HEAD has no body; RFC 9112 §9.3: pipelined requests answered in order."""
-    async with running("a") as backends, balancer(*backends) as lb:
+    async with running("a") as backends, balancer(*backends, parser=parser) as lb:
         answer = await raw_exchange(
             lb,
             b"HEAD /x HTTP/1.1\r\nHost: x\r\n\r\nGET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",

@@ -150,6 +150,14 @@ def test_flags_fill_the_default_pool_and_override_the_files_keys_one_by_one(tmp_
     assert config.connect_timeout_s == 1
 
 
+def test_the_parser_is_llhttp_unless_the_file_or_the_flag_says_python(tmp_path: Path) -> None:
+    assert parse_l7_config(ONE_POOL).parser == "llhttp"
+    path = tmp_path / "l7.toml"
+    path.write_text('listen = "127.0.0.1:0"\nparser = "python"\n[[pools.p.backends]]\naddress = "h:2"\n')
+    assert load_l7_config(path, {}).parser == "python"
+    assert load_l7_config(path, l7_overrides({"parser": "llhttp"})).parser == "llhttp"
+
+
 def test_flags_alone_make_a_balancer_of_the_default_pool() -> None:
     raw = l7_overrides({"listen": "127.0.0.1:0", "backends": ("127.0.0.1:7001",), "check_path": "/up"})
     config = parse_l7_config(raw)
@@ -183,6 +191,7 @@ def with_(**keys: Any) -> dict[str, Any]:
         (with_(drain_timeout=-1), "drain_timeout: must be 0 \\(off\\) or more"),
         (with_(max_connections=1.5), "max_connections: expected an integer"),
         (with_(metrics_path="metrics"), "metrics_path: 'metrics' must start with /"),
+        (with_(parser="h11"), "parser: 'h11' is not llhttp or python"),
         (with_(routes={}), "routes: expected an array"),
         (with_(pools={"p": {"backends": []}}), "pools.p.backends: at least one backend"),
         (with_(pools={"p": []}), "pools.p: expected a table"),

@@ -2,10 +2,10 @@
 through one.
 
 Theory of operation: an `Upstream` is one TCP connection to one backend, read through asyncio streams
-and our strict `ResponseParser`. `UpstreamPool` lends them out: an idle connection whose backend
-closed it while it waited is already at EOF (the transport saw the FIN) and is discarded, so only a
-close racing the request itself gets through; `Upstream.reused` tells the balancer that such a
-failure says nothing about the backend's health.
+and a strict response parser (llhttp's by default, or ours: `wirelab.http.llhttp`). `UpstreamPool`
+lends them out: an idle connection whose backend closed it while it waited is already at EOF (the
+transport saw the FIN) and is discarded, so only a close racing the request itself gets through;
+`Upstream.reused` tells the balancer that such a failure says nothing about the backend's health.
 
 `exchange` forwards a request whose head the caller built: bodyless requests (the common case) run in
 the caller's task; with a body, the body and the response run as two tasks at once, so both stream
@@ -24,6 +24,7 @@ from collections import defaultdict, deque
 
 from wirelab.http.downstream import Downstream
 from wirelab.http.h1server import RECV_BYTES
+from wirelab.http.llhttp import response_parser
 from wirelab.net.connect import open_tcp
 from wirelab.net.relay import relay_streams
 from wirelab.proto.balance import Backend
@@ -34,7 +35,6 @@ from wirelab.proto.http1 import (
     HTTPResponseError,
     Request,
     Response,
-    ResponseParser,
     write,
 )
 
@@ -55,12 +55,16 @@ class Upstream:
     """One connection to `backend`; `reused` is true when an earlier request went through it."""
 
     def __init__(
-        self, backend: Backend, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        backend: Backend,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        parser: str = "llhttp",
     ) -> None:
         self.backend = backend
         self.reader = reader
         self.writer = writer
-        self.parser = ResponseParser()
+        self.parser = response_parser(parser)
         self.reused = False
         self.status = 0
         self.answered_at = 0.0
@@ -77,8 +81,9 @@ class Upstream:
 class UpstreamPool:
     """Idle keep-alive connections per backend, at most `max_idle` each."""
 
-    def __init__(self, *, connect_timeout_s: float, max_idle: int = 64) -> None:
+    def __init__(self, *, connect_timeout_s: float, max_idle: int = 64, parser: str = "llhttp") -> None:
         self.connect_timeout_s = connect_timeout_s
+        self.parser = parser
         self.max_idle = max_idle
         self._idle: defaultdict[str, deque[Upstream]] = defaultdict(deque)
         self.opened = 0
@@ -92,7 +97,7 @@ class UpstreamPool:
             if upstream.reusable:
                 return upstream
             upstream.close()
-        upstream = await connect(backend, within_s=self.connect_timeout_s)
+        upstream = await connect(backend, within_s=self.connect_timeout_s, parser=self.parser)
         self.opened += 1
         return upstream
 
@@ -117,14 +122,15 @@ class UpstreamPool:
         self._idle.clear()
 
 
-async def connect(backend: Backend, *, within_s: float) -> Upstream:
+async def connect(backend: Backend, *, within_s: float, parser: str = "llhttp") -> Upstream:
+    """A new connection to `backend`, its responses read by `parser` (one of PARSERS)."""
     sock = await open_tcp(backend.host, backend.port, within_s=within_s)
     try:
         reader, writer = await asyncio.open_connection(sock=sock, limit=RECV_BYTES)
     except BaseException:
         sock.close()
         raise
-    return Upstream(backend, reader, writer)
+    return Upstream(backend, reader, writer, parser)
 
 
 def request_head(

@@ -1,4 +1,4 @@
-"""The lab's HTTP/1.1 server connection: a client connection read through our strict parser, its
+"""The lab's HTTP/1.1 server connection: a client connection read through a strict parser, its
 requests answered in turn by a `Handler`, each response framed for the client (`H1Downstream`), and
 a refusal as problem+json.
 
@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 
 from wirelab.errors import WirelabError
 from wirelab.http.downstream import Handler
+from wirelab.http.llhttp import request_parser
 from wirelab.http.problem import problem_response
 from wirelab.net.acceptor import open_streams
 from wirelab.net.relay import Streams
@@ -34,7 +35,6 @@ from wirelab.proto.http1 import (
     HTTPRequestError,
     Limits,
     Request,
-    RequestParser,
     Response,
     keeps_alive,
     write,
@@ -80,10 +80,11 @@ class ClientConnection:
         writer: asyncio.StreamWriter,
         limits: Limits,
         idle_timeout: float,
+        parser: str = "llhttp",
     ) -> None:
         self.reader = reader
         self.writer = writer
-        self.parser = RequestParser(limits=limits)
+        self.parser = request_parser(parser, limits)
         self.answered = False
         self.trailers: Headers = ()
         self._idle_timeout = idle_timeout
@@ -103,16 +104,17 @@ class ClientConnection:
         *,
         tls: ssl.SSLContext | None = None,
         handshake_s: float = 10.0,
+        parser: str = "llhttp",
     ) -> ClientConnection:
-        """An accepted socket as a client connection (after the TLS handshake, with `tls`); the
-        socket is closed if that fails."""
+        """An accepted socket as a client connection (after the TLS handshake, with `tls`), read by
+        `parser` (one of `wirelab.http.llhttp.PARSERS`); the socket is closed if that fails."""
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             reader, writer = await open_streams(sock, limit=RECV_BYTES, tls=tls, handshake_s=handshake_s)
         except BaseException:
             sock.close()
             raise
-        return cls(reader, writer, limits, idle_timeout)
+        return cls(reader, writer, limits, idle_timeout, parser)
 
     def unread(self, data: bytes) -> None:
         """Give back bytes `read` returned (the listener sniffed them for the HTTP/2 preface)."""

@@ -31,6 +31,7 @@ from wirelab.proto.http1 import (
     HTTPResponseError,
     Limits,
     Request,
+    RequestParser,
     Response,
     ResponseEvent,
     ResponseParser,
@@ -39,7 +40,11 @@ from wirelab.proto.http1 import (
     response_framing,
 )
 
-__all__ = ["LlhttpRequestParser", "LlhttpResponseParser"]
+__all__ = ["PARSERS", "LlhttpRequestParser", "LlhttpResponseParser", "request_parser", "response_parser"]
+
+PARSERS = ("llhttp", "python")
+"""The HTTP/1.1 parsers the lab's servers and clients can read with: llhttp (the default: several times
+faster) or ours, in Python (`wirelab.proto.http1`), to see what parsing costs."""
 
 _MIDDLE = "the connection closed in the middle of a message"
 
@@ -156,7 +161,8 @@ class _Llhttp:
                 raise cause from None
             raise HTTPRequestError(400, str(error)) from None
         except httptools.HttpParserError as error:
-            raise HTTPRequestError(400, _reason(error)) from None
+            if not self._closed:  # else llhttp refused bytes after the last message: ours drops them
+                raise HTTPRequestError(400, _reason(error)) from None
         finally:
             self._carry = (self._carry + data[-3:])[-3:]
         if self._in_head:
@@ -255,9 +261,9 @@ class LlhttpRequestParser(_Llhttp):
         version = b"1.0" if minor == "0" else b"1.1"
         request = Request(parser.get_method(), self._url, version, self._head_fields())
         self.keep_alive, body = request_framing(request)
-        self._events.append(request)
         if body is not None:
-            self._body(body)
+            self._body(body)  # a Content-Length over the limit refuses the request before it is out
+        self._events.append(request)
 
     def _upgraded(self, rest: bytes) -> None:
         """llhttp stops after a CONNECT head (a tunnel follows) or an Upgrade request (which stays
@@ -365,3 +371,13 @@ class LlhttpResponseParser(_Llhttp):
 def _reason(error: Exception) -> str:
     """llhttp's own words for what is wrong ("Invalid header value char"), without its error code."""
     return str(error).partition(": ")[2] or str(error)
+
+
+def request_parser(kind: str, limits: Limits) -> RequestParser | LlhttpRequestParser:
+    """A parser of one of PARSERS for the requests of one client connection."""
+    return LlhttpRequestParser(limits=limits) if kind == "llhttp" else RequestParser(limits=limits)
+
+
+def response_parser(kind: str) -> ResponseParser | LlhttpResponseParser:
+    """A parser of one of PARSERS for the responses of one backend connection."""
+    return LlhttpResponseParser() if kind == "llhttp" else ResponseParser()

@@ -175,6 +175,12 @@ def l4(config_path: Path | None, backends: tuple[str, ...], **flags: Any) -> Non
     "[default: /__metrics]",
 )
 @click.option("--eject", type=float, help="Seconds a failing backend is kept out.  [default: 10]")
+@click.option(
+    "--parser",
+    type=click.Choice(["llhttp", "python"]),
+    help="How HTTP/1.1 is read from clients and backends: llhttp (compiled, fast) or the lab's own "
+    "parser in Python (slower; `wirelab bench lb` shows both).  [default: llhttp]",
+)
 def l7(config_path: Path | None, **flags: Any) -> None:
     """Run the layer 7 (HTTP) balancer: each request goes to a backend, over pooled connections.
 

@@ -69,7 +69,7 @@ class L7Balancer:
         self.config = config
         self.pools: dict[str, Pool] = {}
         self.breakers = Breakers(config.breaker)
-        self.upstreams = UpstreamPool(connect_timeout_s=config.connect_timeout_s)
+        self.upstreams = UpstreamPool(connect_timeout_s=config.connect_timeout_s, parser=config.parser)
         self.h2_upstreams: dict[tuple[str, str, Path | None], H2Upstream] = {}
         """Per (backend address, protocol, CA), for the pools that speak HTTP/2 to their backends: a
         reload that changes how a backend is spoken to gets a client of its own."""
@@ -174,7 +174,12 @@ class L7Balancer:
         tls, config = self._tls, self.config
         try:
             client = await ClientConnection.accept(
-                sock, config.limits, config.idle_timeout_s, tls=tls, handshake_s=config.header_timeout_s
+                sock,
+                config.limits,
+                config.idle_timeout_s,
+                tls=tls,
+                handshake_s=config.header_timeout_s,
+                parser=config.parser,
             )
         except (OSError, ssl.SSLError, TimeoutError) as error:
             log.debug("handshake failed: %r", error)

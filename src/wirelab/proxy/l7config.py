@@ -21,6 +21,7 @@ pool named "default". Relative paths are taken from the working directory, as fl
     max_connections = 10000          # beyond it, new clients wait in the listen backlog
     drain_timeout = 10.0             # seconds SIGTERM lets open requests finish; 0: none
     metrics_path = "/__metrics"      # Prometheus text on the same listener; "": off
+    parser = "llhttp"                # how HTTP/1.1 is read: llhttp (compiled) or python (ours)
 
     [tls]                            # absent: plain HTTP/1.1 and h2c; present: TLS, ALPN h2 and http/1.1
     names = ["localhost", "127.0.0.1"]   # issue a certificate for these from our CA in ca_dir ...
@@ -68,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from wirelab.errors import ConfigError
+from wirelab.http.llhttp import PARSERS
 from wirelab.proto.balance import Backend, HealthPolicy
 from wirelab.proto.breaker import BreakerPolicy
 from wirelab.proto.http1 import Limits
@@ -102,6 +104,7 @@ _TOP: dict[str, type] = {
     "max_connections": int,
     "drain_timeout": float,
     "metrics_path": str,
+    "parser": str,
     "tls": dict,
     "limits": dict,
     "health": dict,
@@ -196,6 +199,8 @@ class L7Config:
     health: HealthPolicy = field(default_factory=HealthPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     limits: Limits = field(default_factory=Limits)
+    parser: str = "llhttp"
+    """One of `wirelab.http.llhttp.PARSERS`: how HTTP/1.1 from clients and backends is read."""
 
 
 def load_l7_config(path: Path | None, overrides: Mapping[str, Any]) -> L7Config:
@@ -231,6 +236,9 @@ def parse_l7_config(raw: Mapping[str, Any]) -> L7Config:
     breaker = _table(raw, "breaker", _BREAKER)
     pools = _pools(raw.get("pools", {}))
     metrics = raw.get("metrics_path", "/__metrics")
+    parser = raw.get("parser", "llhttp")
+    if parser not in PARSERS:
+        raise ConfigError(f"parser: {parser!r} is not {' or '.join(PARSERS)}")
     return L7Config(
         listen=parse_address(raw["listen"], "listen", allow_zero=True),
         pools=pools,
@@ -255,6 +263,7 @@ def parse_l7_config(raw: Mapping[str, Any]) -> L7Config:
             half_open_requests=int(number(breaker, "half_open_requests", 1, where="breaker.")),
         ),
         limits=_limits(_table(raw, "limits", _LIMITS)),
+        parser=parser,
     )
 
 
