@@ -281,6 +281,15 @@ def test_end_to_end_every_impl_moves_bytes_connections_and_requests(tmp_path: Pa
         assert rows[impl]["l7_h2_upstream_req_per_s"] > 0, impl
         assert rows[impl]["l7_h2_upstream_errors"] == 0, impl
         assert rows[impl]["l7_h2_upstream_balancer_cpu_us"] > 0, impl
+        assert rows[impl]["l7_relayed_req_per_s"] > 0, impl  # the same load at layer 4: the ceiling
+        assert rows[impl]["l7_relayed_errors"] == 0, impl
+        assert rows[impl]["l7_relayed_balancer_cpu_us"] > 0, impl
+    for impl in lb.PARSER_IMPLS:
+        assert rows[impl]["l7_python_req_per_s"] > 0, impl
+        assert rows[impl]["l7_python_errors"] == 0, impl
+        assert rows[impl]["l7_python_balancer_cpu_us"] > 0, impl
+    assert "l7_python_req_per_s" not in rows["haproxy"]
+    assert "read by the Python parser" in result.output
     assert rows["wirelab-splice"]["l7_h2_req_per_s_vs_haproxy"] > 0
     assert rows["wirelab-splice"]["l7_h2_upstream_req_per_s_vs_haproxy"] > 0
     assert "l7_h2_req_per_s" not in rows["direct"]

@@ -25,6 +25,12 @@ Four loads, each for `duration_s`:
                     balancer maximum (below both ours and HAProxy's), timed from their scheduled
                     instants: p50 and p99 in ms, and in the summary what each adds over direct
 
+and, on the rows of our balancer and HAProxy, the same wrk load in three more ways: through the
+balancer to an HTTP/2 backend (h2c) and from h2load's HTTP/2 clients; relayed at layer 4 instead
+(`wirelab lb l4 --copy`, HAProxy `mode tcp`), the same bytes with no HTTP work at all, which is the
+ceiling of any layer 7 balancer on that event loop; and, for ours, with `--parser python` (the lab's
+own HTTP/1.1 parser instead of llhttp), which shows what parsing costs.
+
 Beside each figure, the share of a core the balancer used meanwhile (from its CPU time): a balancer
 under 100% was held back by the load, not by itself, which `direct` then shows.
 
@@ -107,7 +113,9 @@ APT_PACKAGES = {
 H2_IMPLS = ("wirelab-splice", "haproxy")
 """The rows with HTTP/2 figures (h2load clients over h2c to an HTTP/1.1 backend; wrk's HTTP/1.1
 clients to an HTTP/2 backend over h2c), so not direct."""
-RATIOS = (*GOALS, "l7_h2_req_per_s", "l7_h2_upstream_req_per_s")
+PARSER_IMPLS = ("wirelab-splice",)
+"""The rows that also show `wirelab lb l7 --parser python` (ours instead of llhttp)."""
+RATIOS = (*GOALS, "l7_h2_req_per_s", "l7_h2_upstream_req_per_s", "l7_relayed_req_per_s")
 """The figures compared with HAProxy's: the goals', and those over HTTP/2, which have none."""
 L7_KEYS = ("l7_req_per_s", "l7_p50_ms", "l7_p99_ms")
 PACE_SHARE = 0.5
@@ -144,6 +152,12 @@ L7_COLUMNS = (
     Column("l7_h2_upstream_req_per_s", "h2 upstream req/s (wrk)", ",.0f"),
     Column("l7_h2_upstream_req_per_s_vs_haproxy", "x haproxy", ".2f"),
     Column("l7_h2_upstream_balancer_cpu_us", "h2 upstream CPU µs/req", ",.0f"),
+    Column("l7_balancer_cpu_us", "CPU µs/req", ",.0f"),
+    Column("l7_python_req_per_s", "python parser req/s", ",.0f"),
+    Column("l7_python_balancer_cpu_us", "python parser CPU µs/req", ",.0f"),
+    Column("l7_relayed_req_per_s", "relayed at L4 req/s", ",.0f"),
+    Column("l7_relayed_req_per_s_vs_haproxy", "x haproxy", ".2f"),
+    Column("l7_relayed_balancer_cpu_us", "relayed CPU µs/req", ",.0f"),
 )
 
 
@@ -383,6 +397,7 @@ def _balancer_command(
     layer: int,
     h2: bool = False,
     h2_upstream: bool = False,
+    parser: str | None = None,
 ) -> list[str]:
     if impl == PEER:
         config = workdir / f"haproxy-{port}.cfg"
@@ -394,6 +409,7 @@ def _balancer_command(
     listen, backend = f"127.0.0.1:{port}", f"127.0.0.1:{backend_port}"
     command = [sys.executable, "-m", "wirelab", "lb", f"l{layer}", "--listen", listen, "--backend", backend]
     if layer == 7:
+        command += ["--parser", parser] if parser else []
         return [*command, "--backend-protocol", "h2c"] if h2_upstream else command
     return [*command, "--splice" if impl == "wirelab-splice" else "--copy"]
 
@@ -419,6 +435,7 @@ class _Lab:
         layer: int = 4,
         h2: bool = False,
         h2_upstream: bool = False,
+        parser: str | None = None,
     ) -> Iterator[int]:
         """The port that clients of `impl` connect to: a fresh balancer's, or the backend's for direct.
 
@@ -430,7 +447,14 @@ class _Lab:
             return
         port = free_port()
         command = _balancer_command(
-            impl, port, backend_port, self.workdir, layer=layer, h2=h2, h2_upstream=h2_upstream
+            impl,
+            port,
+            backend_port,
+            self.workdir,
+            layer=layer,
+            h2=h2,
+            h2_upstream=h2_upstream,
+            parser=parser,
         )
         with run_process(
             command, port, self.workdir / f"{impl}-l{layer}.log", self.pinning.balancer
@@ -462,27 +486,52 @@ def _measure(lab: _Lab, impl: str, progress: Progress, task: TaskID) -> dict[str
     }
     if impl in L7_IMPLS:
         progress.update(task, description=f"{impl}: L7 maximum (wrk)")
-        with lab.front(impl, lab.nginx_port, busy, "l7_balancer_cpu_pct", layer=7) as port:
-            row["l7_req_per_s"], row["l7_errors"] = wrk_req_per_s(port, lab.plan.duration_s)
-        if "l7_balancer_cpu_pct" in busy and row["l7_req_per_s"] > 0:
-            busy["l7_balancer_cpu_us"] = busy["l7_balancer_cpu_pct"] / 100 / row["l7_req_per_s"] * 1e6
+        _load(lab, impl, row, busy, "l7", wrk_req_per_s, backend=lab.nginx_port, layer=7)
     if impl in H2_IMPLS:
         progress.update(task, description=f"{impl}: L7 over HTTP/2 (h2load)")
-        with lab.front(impl, lab.nginx_port, busy, "l7_h2_balancer_cpu_pct", layer=7, h2=True) as port:
-            row["l7_h2_req_per_s"], row["l7_h2_errors"] = h2load_req_per_s(port, lab.plan.duration_s)
-        if row["l7_h2_req_per_s"] > 0:
-            busy["l7_h2_balancer_cpu_us"] = (
-                busy["l7_h2_balancer_cpu_pct"] / 100 / row["l7_h2_req_per_s"] * 1e6
-            )
+        _load(lab, impl, row, busy, "l7_h2", h2load_req_per_s, backend=lab.nginx_port, layer=7, h2=True)
         progress.update(task, description=f"{impl}: L7 to an HTTP/2 backend (wrk)")
-        key = "l7_h2_upstream_balancer_cpu_pct"
-        with lab.front(impl, lab.nginx_h2c_port, busy, key, layer=7, h2_upstream=True) as port:
-            upstream = wrk_req_per_s(port, lab.plan.duration_s)
-            row["l7_h2_upstream_req_per_s"], row["l7_h2_upstream_errors"] = upstream
-        if row["l7_h2_upstream_req_per_s"] > 0:
-            busy["l7_h2_upstream_balancer_cpu_us"] = busy[key] / 100 / row["l7_h2_upstream_req_per_s"] * 1e6
+        upstream = {"backend": lab.nginx_h2c_port, "layer": 7, "h2_upstream": True}
+        _load(lab, impl, row, busy, "l7_h2_upstream", wrk_req_per_s, **upstream)
+        progress.update(task, description=f"{impl}: the L7 load relayed at layer 4 (wrk)")
+        relay = "wirelab-copy" if impl.startswith("wirelab") else impl
+        _load(lab, relay, row, busy, "l7_relayed", wrk_req_per_s, backend=lab.nginx_port, layer=4)
+    if impl in PARSER_IMPLS:
+        progress.update(task, description=f"{impl}: L7 with the Python parser (wrk)")
+        _load(
+            lab,
+            impl,
+            row,
+            busy,
+            "l7_python",
+            wrk_req_per_s,
+            backend=lab.nginx_port,
+            layer=7,
+            parser="python",
+        )
     progress.advance(task)
     return {**row, **busy}
+
+
+def _load(
+    lab: _Lab,
+    impl: str,
+    row: dict[str, Any],
+    busy: dict[str, Any],
+    prefix: str,
+    run: Callable[[int, int], tuple[float, int]],
+    *,
+    backend: int,
+    **front: Any,
+) -> None:
+    """One load through a fresh balancer: `{prefix}_req_per_s` and `_errors` in the row, the balancer's
+    share of a core and its CPU per request in `busy`."""
+    with lab.front(impl, backend, busy, f"{prefix}_balancer_cpu_pct", **front) as port:
+        rate, row[f"{prefix}_errors"] = run(port, lab.plan.duration_s)
+        row[f"{prefix}_req_per_s"] = rate
+    share = busy.get(f"{prefix}_balancer_cpu_pct")
+    if share is not None and rate > 0:
+        busy[f"{prefix}_balancer_cpu_us"] = share / 100 / rate * 1e6
 
 
 def _measure_paced(lab: _Lab, rows: list[dict[str, Any]], progress: Progress, task: TaskID) -> None:
@@ -562,7 +611,12 @@ def run_lb(plan: LbPlan, *, json_path: Path | None, console: Console, progress: 
 def _empty(row: dict[str, Any]) -> bool:
     """A figure the row should carry is missing or not positive."""
     keys = ("l4_gbit_per_s", "l4_conn_per_s") + (L7_KEYS if row["impl"] in L7_IMPLS else ())
-    keys += ("l7_h2_req_per_s", "l7_h2_upstream_req_per_s") if row["impl"] in H2_IMPLS else ()
+    keys += (
+        ("l7_h2_req_per_s", "l7_h2_upstream_req_per_s", "l7_relayed_req_per_s")
+        if row["impl"] in H2_IMPLS
+        else ()
+    )
+    keys += ("l7_python_req_per_s",) if row["impl"] in PARSER_IMPLS else ()
     return any(row.get(key, 0) <= 0 for key in keys)
 
 
@@ -588,6 +642,8 @@ def summary(rows: Sequence[dict[str, Any]]) -> list[str]:
     costs_of = (
         ("l4_conn_balancer_cpu_us", "new connection"),
         ("l7_balancer_cpu_us", "L7 request"),
+        ("l7_python_balancer_cpu_us", "L7 request read by the Python parser"),
+        ("l7_relayed_balancer_cpu_us", "L7 request relayed at layer 4 (no HTTP work)"),
         ("l7_h2_balancer_cpu_us", "L7 request over HTTP/2"),
     )
     for key, what in costs_of:

@@ -67,7 +67,6 @@ class _Llhttp:
         self._fields: list[tuple[bytes, bytes]] = []
         self._in_head = False
         """Between a message's first byte and the end of its head."""
-        self._head_bytes = 0
         self._in_body = False
         self._trailers = False
         self._body_bytes = 0
@@ -96,17 +95,14 @@ class _Llhttp:
     # llhttp's callbacks (httptools calls them by these names)
 
     def on_message_begin(self) -> None:
-        self._in_head, self._head_bytes, self._fields = True, 0, []
+        self._in_head, self._fields = True, []
         self._trailers = False
         self._begun += 1
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > self.limits.max_header_bytes:
-            raise HTTPRequestError(431, f"the header fields are over {self.limits.max_header_bytes} bytes")
-        if len(self._fields) >= self.limits.max_headers:
+        if len(self._fields) >= self.limits.max_headers:  # the bytes are counted as they arrive
             raise HTTPRequestError(431, f"more than {self.limits.max_headers} header fields")
-        self._fields.append((name.lower(), value.strip(b" \t")))
+        self._fields.append((name, value))  # normalised once the section ends
 
     def on_chunk_header(self) -> None:
         self._fields = []  # the last chunk's trailer fields, if any, come next
@@ -122,7 +118,7 @@ class _Llhttp:
     def on_message_complete(self) -> None:
         self._in_body = False
         self._ended += 1
-        self._events.append(EndOfMessage(tuple(self._fields) if self._trailers else ()))
+        self._events.append(EndOfMessage(self._section() if self._trailers else ()))
         if not self.keep_alive:
             self._closed = True
 
@@ -132,7 +128,15 @@ class _Llhttp:
     def _head_fields(self) -> Headers:
         self._in_head = False
         self._heads_in_feed += 1
-        return tuple(self._fields)
+        return self._section()
+
+    def _section(self) -> Headers:
+        """The field section just read, within the limits, names lowercase, values without the
+        trailing whitespace llhttp leaves (it drops the leading)."""
+        fields, limits = self._fields, self.limits
+        if sum([len(name) + len(value) + 4 for name, value in fields]) > limits.max_header_bytes:
+            raise HTTPRequestError(431, f"the header fields are over {limits.max_header_bytes} bytes")
+        return tuple([(name.lower(), value.rstrip(b" \t")) for name, value in fields])
 
     def _body(self, body: Sized | Chunked) -> None:
         self._in_body, self._body_bytes = True, 0
@@ -164,7 +168,7 @@ class _Llhttp:
             if not self._closed:  # else llhttp refused bytes after the last message: ours drops them
                 raise HTTPRequestError(400, _reason(error)) from None
         finally:
-            self._carry = (self._carry + data[-3:])[-3:]
+            self._carry = data[-3:] if len(data) >= 3 else (self._carry + data)[-3:]
         if self._in_head:
             self._unfinished_head(data, began=self._begun != begun, ended=self._ended != ended)
 
