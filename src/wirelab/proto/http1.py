@@ -561,14 +561,21 @@ class _Framing:
         self.lengths: list[bytes] = []
         self.codings: list[bytes] = []
         for name, value in fields:
+            if name not in _FRAMING_FIELDS:  # most fields: one set lookup
+                continue
             if name == b"host":
                 self.hosts += 1
-            elif name == b"connection":
-                self.connection += (item.strip(b" \t").lower() for item in value.split(b","))
             elif name == b"content-length":
                 self.lengths.append(value)
-            elif name == b"transfer-encoding":
-                self.codings += (item.strip(b" \t").lower() for item in value.split(b","))
+            else:
+                tokens = [item.strip(b" \t").lower() for item in value.split(b",")]
+                if name == b"connection":
+                    self.connection += tokens
+                else:
+                    self.codings += tokens
+
+
+_FRAMING_FIELDS = frozenset((b"host", b"connection", b"content-length", b"transfer-encoding"))
 
 
 class Body(enum.Enum):
@@ -650,7 +657,7 @@ def write(event: AnyEvent, *, chunked: bool = False) -> bytes:
 
 
 def _lines(fields: Iterable[tuple[bytes, bytes]]) -> bytes:
-    return b"".join(name + b": " + value + b"\r\n" for name, value in fields)
+    return b"".join([name + b": " + value + b"\r\n" for name, value in fields])
 
 
 def keeps_alive(version: bytes, connection: list[bytes]) -> bool:
