@@ -9,7 +9,7 @@ The service (`wirelab up`), on uvicorn:
 
 Our own connections (the proxies use them), reading HTTP/1.1 with llhttp or with our own parser:
     llhttp       llhttp (through httptools) behind the interface of `wirelab.proto.http1`'s parsers,
-                 with the same framing rules and limits; the default, several times faster than ours
+                 with the same framing rules and limits; the default (`wirelab bench lb` shows both)
     h1server     HTTP/1.1 server connection: keep-alive, pipelining, read deadlines, refusals
     h2server     HTTP/2 server connection over TLS (ALPN) or h2c, on the `h2` library
     downstream   the interface both servers give a handler to answer one request
