@@ -43,8 +43,8 @@ from wirelab.proto.http1 import (
 __all__ = ["PARSERS", "LlhttpRequestParser", "LlhttpResponseParser", "request_parser", "response_parser"]
 
 PARSERS = ("llhttp", "python")
-"""The HTTP/1.1 parsers the lab's servers and clients can read with: llhttp (the default: several times
-faster) or ours, in Python (`wirelab.proto.http1`), to see what parsing costs."""
+"""The HTTP/1.1 parsers the lab's servers and clients can read with: llhttp (the default, the faster)
+or ours, in Python (`wirelab.proto.http1`); `wirelab bench lb` runs the balancer with each."""
 
 _MIDDLE = "the connection closed in the middle of a message"
 
