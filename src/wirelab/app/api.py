@@ -22,6 +22,7 @@ GET    /openapi.json             all of the above as an OpenAPI 3.1 document (ap
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import time
@@ -34,7 +35,7 @@ from wirelab.app.jobs import Jobs
 from wirelab.app.openapi import build_document
 from wirelab.errors import NotFound, Unprocessable
 from wirelab.feed import Entry, Feed
-from wirelab.http import Request, Router, WebSocket, send_json
+from wirelab.http import Request, Router, send_json
 from wirelab.http.asgi import send_bytes
 from wirelab.http.idempotency import Idempotency, Keyed
 from wirelab.proto.idempotency import Completion
@@ -126,9 +127,6 @@ def build_router(
             must_exist=False,
         )
 
-    async def push(ws: WebSocket) -> None:
-        await serve_push(feed, ws, check_topic)
-
     async def job_output(request: Request, job_id: str, name: str) -> None:
         await job_topic(job_id)
         path = config.data_dir / "outputs" / job_id / f"{name}.jpg"
@@ -168,7 +166,7 @@ def build_router(
         router.http(method, path, handler)
     comment_routes(router, store, idempotency)
     auth_routes(router, config)
-    router.websocket("/ws", push)
+    router.websocket("/ws", functools.partial(serve_push, feed, check_topic=check_topic))
     router.websocket("/ws/echo", serve_echo)
     document = json.dumps(build_document(max_image_bytes=config.max_image_bytes)).encode()
 

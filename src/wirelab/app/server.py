@@ -13,6 +13,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Awaitable
 
 from wirelab.app.api import build_router
 from wirelab.app.config import Config
@@ -64,11 +65,12 @@ class WirelabApp:
         self._consumers: list[asyncio.Task[None]] = []
         self._instance = secrets.token_hex(4)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """ASGI 3 (the server is told so: not being a coroutine function, this would look like ASGI 2
+        to detection). It returns the router's awaitable, so no frame of ours waits on it."""
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-        else:
-            await self.router(scope, receive, send)
+            return self._lifespan(receive, send)
+        return self.router(scope, receive, send)
 
     async def _start_image_job(self, image: StoredImage, targets: tuple[str, ...]) -> str:
         entry = await self.jobs.submit({"kind": "image", "image": image.id, "targets": list(targets)})

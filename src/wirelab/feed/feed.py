@@ -295,8 +295,11 @@ class Feed:
             return True
         me.wakeup = asyncio.get_running_loop().create_future()
         try:
-            async with asyncio.timeout(seconds):
+            if seconds is None:
                 await me.wakeup
+            else:
+                async with asyncio.timeout(seconds):
+                    await me.wakeup
         except TimeoutError:
             return False
         finally:

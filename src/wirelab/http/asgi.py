@@ -196,6 +196,8 @@ class WebSocketClosed(WirelabError):
 
 
 class WebSocket:
+    __slots__ = ("_aborted", "_receive", "_receiver", "_send", "path", "scope")
+
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
         self._receive = receive

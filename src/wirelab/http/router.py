@@ -54,11 +54,14 @@ class Router:
         implied, not listed (a HEAD registered on its own is)."""
         return [(method, pattern) for pattern, _, methods in self._http for method in methods]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """An ASGI application. Not itself a coroutine: it returns the handler's, so a long-lived
+        connection's suspended stack has no frame for the dispatch."""
         if scope["type"] == "http":
-            await self._serve_http(Request(scope, receive, send))
-        elif scope["type"] == "websocket":
-            await self._serve_websocket(WebSocket(scope, receive, send))
+            return self._serve_http(Request(scope, receive, send))
+        if scope["type"] == "websocket":
+            return self._serve_websocket(WebSocket(scope, receive, send))
+        return _nothing()
 
     async def _serve_http(self, request: Request) -> None:
         try:
@@ -96,10 +99,10 @@ class Router:
 
     async def _serve_websocket(self, ws: WebSocket) -> None:
         for pattern, handler in self._ws:
-            match = pattern.match(ws.path)
-            if match is not None:
+            params = _params(pattern, ws.path)  # not the Match: this frame lives as long as the socket
+            if params is not None:
                 try:
-                    await handler(ws, **match.groupdict())
+                    await handler(ws, **params)
                 except WebSocketClosed:
                     pass
                 except Exception:
@@ -108,6 +111,15 @@ class Router:
                         await ws.close(1011, instance)
                 return
         await ws.close(1008, "no WebSocket is served at this path")
+
+
+async def _nothing() -> None:
+    pass
+
+
+def _params(pattern: re.Pattern[str], path: str) -> dict[str, str] | None:
+    match = pattern.match(path)
+    return None if match is None else match.groupdict()
 
 
 def _log_bug(where: str) -> str:

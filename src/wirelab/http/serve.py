@@ -65,6 +65,7 @@ def serve(
         timeout_keep_alive=limits.idle_timeout_s,
         ws="wirelab.http.wsprotocol:PushWebSocketProtocol",
         ws_max_size=ws_max_size,
+        interface="asgi3",  # said, not detected: the app's __call__ returns an awaitable (app.server)
         lifespan="on",
         access_log=access_log,
         log_level=log_level,

@@ -124,19 +124,19 @@ class PushWebSocketProtocol(WebSocketsSansIOProtocol):
         # `parse`) for the connection's life; its headers are in the scope now, and neither
         # websockets nor uvicorn reads the request again once the handshake is answered.
         event.headers.clear()
-        self.request = None
+        self.request = None  # type: ignore[assignment]
         if not self.close_sent:
             extensions: dict[str, Any] = self.scope["extensions"]
             extensions[WRITE_FRAME] = self.write_frame
         else:
-            self.response = None
+            self.response = None  # type: ignore[assignment]
 
     async def send(self, message: Any) -> None:
         try:
             await super().send(message)
         finally:
             if self.handshake_complete:
-                self.response = None  # sent (or refused); only the handshake reads it
+                self.response = None  # type: ignore[assignment]  # sent or refused: only the handshake reads it
 
     def write_frame(self, frame: bytes) -> bool:
         """Write a complete, unmasked data frame; the protocol state is untouched by data frames."""
