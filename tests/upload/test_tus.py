@@ -309,6 +309,8 @@ def test_uploads_expire_answer_410_and_are_swept(tmp_path: Path) -> None:
         while list((tmp_path / "uploads").iterdir()) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert list((tmp_path / "uploads").iterdir()) == []
+        # swept before anyone asked: its next request still learns it expired, once
+        assert httpx.head(untouched, headers=TUS).status_code == 410
         assert httpx.head(untouched, headers=TUS).status_code == 404
 
 

@@ -53,6 +53,14 @@ SETTLE_S = 2.0
 _HASH_BLOCK = 1 << 20
 
 
+_SWEPT_REMEMBERED = 10_000
+_ABSENT = object()
+
+
+def _expired(upload_id: str) -> Gone:
+    return Gone(f"upload {upload_id} expired; start a new one")
+
+
 class TusEndpoint:
     def __init__(
         self,
@@ -68,6 +76,8 @@ class TusEndpoint:
         self._images = images
         self._max_size = max_size
         self._lifetime = lifetime_s
+        self._swept: dict[str, None] = {}
+        """Uploads the sweeper removed as expired, oldest first: their next request still gets its 410."""
         self._on_image = on_image
         self._clock = clock
         self._hashes: dict[str, tuple[int, Any]] = {}
@@ -170,6 +180,9 @@ class TusEndpoint:
                 await self._live(upload_id)
             except Gone:
                 removed += 1
+                self._swept[upload_id] = None
+                if len(self._swept) > _SWEPT_REMEMBERED:
+                    del self._swept[next(iter(self._swept))]
             except (NotFound, Locked):
                 pass
         return removed
@@ -192,12 +205,18 @@ class TusEndpoint:
                 return
 
     async def _live(self, upload_id: str) -> Upload:
-        """The upload's state; an expired one is removed on sight and answers 410 this once."""
-        upload = await asyncio.to_thread(self._storage.load, upload_id)
+        """The upload's state; an expired one is removed on sight and answers 410 this once (the next
+        request after the sweeper removed it, if that came first)."""
+        try:
+            upload = await asyncio.to_thread(self._storage.load, upload_id)
+        except NotFound:
+            if self._swept.pop(upload_id, _ABSENT) is _ABSENT:
+                raise
+            raise _expired(upload_id) from None
         if upload.expired(self._clock()):
             await self._remove(upload_id)
             log.info("upload %s expired and was removed", upload_id)
-            raise Gone(f"upload {upload_id} expired; start a new one")
+            raise _expired(upload_id)
         return upload
 
     async def _remove(self, upload_id: str) -> None:
