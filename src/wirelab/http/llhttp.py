@@ -112,7 +112,7 @@ class _Llhttp:
         self._body_bytes += len(data)
         limit = self.limits.max_body_bytes
         if limit is not None and self._body_bytes > limit:
-            raise HTTPRequestError(413, f"the request body is over {limit} bytes")
+            raise _body_too_large(limit)
         self._events.append(Data(data))
 
     def on_message_complete(self) -> None:
@@ -135,14 +135,14 @@ class _Llhttp:
         trailing whitespace llhttp leaves (it drops the leading)."""
         fields, limits = self._fields, self.limits
         if sum([len(name) + len(value) + 4 for name, value in fields]) > limits.max_header_bytes:
-            raise HTTPRequestError(431, f"the header fields are over {limits.max_header_bytes} bytes")
+            raise _fields_too_large(limits)
         return tuple([(name.lower(), value.rstrip(b" \t")) for name, value in fields])
 
     def _body(self, body: Sized | Chunked) -> None:
         self._in_body, self._body_bytes = True, 0
         limit = self.limits.max_body_bytes
         if isinstance(body, Sized) and limit is not None and body.length > limit:
-            raise HTTPRequestError(413, f"the request body is over {limit} bytes")
+            raise _body_too_large(limit)
 
     def _feed(self, data: bytes) -> None:
         if self._tunnel is not None:
@@ -184,7 +184,7 @@ class _Llhttp:
         else:
             self._fed = 0 if ended else len(data.lstrip(b"\r\n"))
         if self._fed - self._start_line_bytes() > self.limits.max_header_bytes:
-            raise HTTPRequestError(431, f"the header fields are over {self.limits.max_header_bytes} bytes")
+            raise _fields_too_large(self.limits)
 
     def _end_of_last_head(self, data: bytes) -> int:
         """Where in `data` the head just read ends. llhttp does not say when a callback stops it, but a
@@ -292,9 +292,10 @@ class LlhttpResponseParser(_Llhttp):
     def __init__(self) -> None:
         super().__init__(None)
         self._method = b"GET"
-        self._status = 0
         self._reason = b""
         self._until_close = False
+        self._interim = False
+        """The response read is a 1xx other than 101: its end is not a message's, the final one follows."""
         self._parser = httptools.HttpResponseParser(self)
         self._head_parser: ResponseParser | None = None
         """Ours, for a response to HEAD (llhttp would wait for the body its Content-Length announces)."""
@@ -345,6 +346,7 @@ class LlhttpResponseParser(_Llhttp):
         self.keep_alive, body = response_framing(response, self._method)
         self._events.append(response)
         self._until_close = body is Body.UNTIL_CLOSE
+        self._interim = body is Body.INTERIM
         if body is Body.TUNNEL:
             raise _Switched
         if isinstance(body, Sized | Chunked):
@@ -353,13 +355,8 @@ class LlhttpResponseParser(_Llhttp):
             self._in_body, self._body_bytes = True, 0
 
     def on_message_complete(self) -> None:
-        if self._status_is_interim():
-            return  # a 1xx: the final response follows
-        super().on_message_complete()
-
-    def _status_is_interim(self) -> bool:
-        status = self._parser.get_status_code()
-        return 100 <= status < 200 and status != 101
+        if not self._interim:
+            super().on_message_complete()
 
     def _upgraded(self, rest: bytes) -> None:
         self._in_body = False
@@ -370,6 +367,14 @@ class LlhttpResponseParser(_Llhttp):
             self._in_body = False
             self._events.append(EndOfMessage())
         super()._end_of_input()
+
+
+def _body_too_large(limit: int) -> HTTPRequestError:
+    return HTTPRequestError(413, f"the request body is over {limit} bytes")
+
+
+def _fields_too_large(limits: Limits) -> HTTPRequestError:
+    return HTTPRequestError(431, f"the header fields are over {limits.max_header_bytes} bytes")
 
 
 def _reason(error: Exception) -> str:
