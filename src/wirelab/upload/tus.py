@@ -54,7 +54,6 @@ _HASH_BLOCK = 1 << 20
 
 
 _SWEPT_REMEMBERED = 10_000
-_ABSENT = object()
 
 
 def _expired(upload_id: str) -> Gone:
@@ -210,8 +209,9 @@ class TusEndpoint:
         try:
             upload = await asyncio.to_thread(self._storage.load, upload_id)
         except NotFound:
-            if self._swept.pop(upload_id, _ABSENT) is _ABSENT:
+            if upload_id not in self._swept:
                 raise
+            del self._swept[upload_id]
             raise _expired(upload_id) from None
         if upload.expired(self._clock()):
             await self._remove(upload_id)
