@@ -27,8 +27,8 @@ Four loads, each for `duration_s`:
 
 and, on the rows of our balancer and HAProxy, the same wrk load in three more ways: through the
 balancer to an HTTP/2 backend (h2c) and from h2load's HTTP/2 clients; relayed at layer 4 instead
-(`wirelab lb l4 --copy`, HAProxy `mode tcp`), the same bytes with no HTTP work at all, which is the
-ceiling of any layer 7 balancer on that event loop; and, for ours, with `--parser python` (the lab's
+(`wirelab lb l4 --copy`, HAProxy `mode tcp`), the same bytes with no HTTP work at all, which is what
+the balancer's machinery costs before any HTTP; and, for ours, with `--parser python` (the lab's
 own HTTP/1.1 parser instead of llhttp), which shows what parsing costs.
 
 Beside each figure, the share of a core the balancer used meanwhile (from its CPU time): a balancer
@@ -498,17 +498,8 @@ def _measure(lab: _Lab, impl: str, progress: Progress, task: TaskID) -> dict[str
         _load(lab, relay, row, busy, "l7_relayed", wrk_req_per_s, backend=lab.nginx_port, layer=4)
     if impl in PARSER_IMPLS:
         progress.update(task, description=f"{impl}: L7 with the Python parser (wrk)")
-        _load(
-            lab,
-            impl,
-            row,
-            busy,
-            "l7_python",
-            wrk_req_per_s,
-            backend=lab.nginx_port,
-            layer=7,
-            parser="python",
-        )
+        python: dict[str, Any] = {"backend": lab.nginx_port, "layer": 7, "parser": "python"}
+        _load(lab, impl, row, busy, "l7_python", wrk_req_per_s, **python)
     progress.advance(task)
     return {**row, **busy}
 
