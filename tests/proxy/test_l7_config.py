@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 
 from wirelab.errors import ConfigError
+from wirelab.http.llhttp import PARSERS
 from wirelab.proto.balance import Backend, HealthPolicy
 from wirelab.proto.breaker import BreakerPolicy
 from wirelab.proto.http1 import Limits
 from wirelab.proto.routing import Route, RouteTable
+from wirelab.proxy.commands import l7
 from wirelab.proxy.l7config import (
     L7Config,
     PoolConfig,
@@ -156,6 +159,13 @@ def test_the_parser_is_llhttp_unless_the_file_or_the_flag_says_python(tmp_path: 
     path.write_text('listen = "127.0.0.1:0"\nparser = "python"\n[[pools.p.backends]]\naddress = "h:2"\n')
     assert load_l7_config(path, {}).parser == "python"
     assert load_l7_config(path, l7_overrides({"parser": "llhttp"})).parser == "llhttp"
+
+
+def test_the_parser_flag_offers_every_parser() -> None:
+    """The command names the parsers itself (it imports only click, for a fast --help): kept equal."""
+    option = next(param for param in l7.params if param.name == "parser")
+    assert isinstance(option.type, click.Choice)
+    assert tuple(option.type.choices) == PARSERS
 
 
 def test_flags_alone_make_a_balancer_of_the_default_pool() -> None:

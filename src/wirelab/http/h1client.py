@@ -24,7 +24,7 @@ from collections import defaultdict, deque
 
 from wirelab.http.downstream import Downstream
 from wirelab.http.h1server import RECV_BYTES
-from wirelab.http.llhttp import response_parser
+from wirelab.http.llhttp import DEFAULT_PARSER, response_parser
 from wirelab.net.connect import open_tcp
 from wirelab.net.relay import relay_streams
 from wirelab.proto.balance import Backend
@@ -59,7 +59,7 @@ class Upstream:
         backend: Backend,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        parser: str = "llhttp",
+        parser: str = DEFAULT_PARSER,
     ) -> None:
         self.backend = backend
         self.reader = reader
@@ -81,7 +81,9 @@ class Upstream:
 class UpstreamPool:
     """Idle keep-alive connections per backend, at most `max_idle` each."""
 
-    def __init__(self, *, connect_timeout_s: float, max_idle: int = 64, parser: str = "llhttp") -> None:
+    def __init__(
+        self, *, connect_timeout_s: float, max_idle: int = 64, parser: str = DEFAULT_PARSER
+    ) -> None:
         self.connect_timeout_s = connect_timeout_s
         self.parser = parser
         self.max_idle = max_idle
@@ -122,7 +124,7 @@ class UpstreamPool:
         self._idle.clear()
 
 
-async def connect(backend: Backend, *, within_s: float, parser: str = "llhttp") -> Upstream:
+async def connect(backend: Backend, *, within_s: float, parser: str = DEFAULT_PARSER) -> Upstream:
     """A new connection to `backend`, its responses read by `parser` (one of PARSERS)."""
     sock = await open_tcp(backend.host, backend.port, within_s=within_s)
     try:

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 
 from wirelab.errors import WirelabError
 from wirelab.http.downstream import Handler
-from wirelab.http.llhttp import request_parser
+from wirelab.http.llhttp import DEFAULT_PARSER, request_parser
 from wirelab.http.problem import problem_response
 from wirelab.net.acceptor import open_streams
 from wirelab.net.relay import Streams
@@ -80,7 +80,7 @@ class ClientConnection:
         writer: asyncio.StreamWriter,
         limits: Limits,
         idle_timeout: float,
-        parser: str = "llhttp",
+        parser: str = DEFAULT_PARSER,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -104,7 +104,7 @@ class ClientConnection:
         *,
         tls: ssl.SSLContext | None = None,
         handshake_s: float = 10.0,
-        parser: str = "llhttp",
+        parser: str = DEFAULT_PARSER,
     ) -> ClientConnection:
         """An accepted socket as a client connection (after the TLS handshake, with `tls`), read by
         `parser` (one of `wirelab.http.llhttp.PARSERS`); the socket is closed if that fails."""

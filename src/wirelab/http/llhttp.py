@@ -40,11 +40,19 @@ from wirelab.proto.http1 import (
     response_framing,
 )
 
-__all__ = ["PARSERS", "LlhttpRequestParser", "LlhttpResponseParser", "request_parser", "response_parser"]
+__all__ = [
+    "DEFAULT_PARSER",
+    "PARSERS",
+    "LlhttpRequestParser",
+    "LlhttpResponseParser",
+    "request_parser",
+    "response_parser",
+]
 
 PARSERS = ("llhttp", "python")
 """The HTTP/1.1 parsers the lab's servers and clients can read with: llhttp (the default, the faster)
 or ours, in Python (`wirelab.proto.http1`); `wirelab bench lb` runs the balancer with each."""
+DEFAULT_PARSER = PARSERS[0]
 
 _MIDDLE = "the connection closed in the middle of a message"
 
@@ -384,9 +392,9 @@ def _reason(error: Exception) -> str:
 
 def request_parser(kind: str, limits: Limits) -> RequestParser | LlhttpRequestParser:
     """A parser of one of PARSERS for the requests of one client connection."""
-    return LlhttpRequestParser(limits=limits) if kind == "llhttp" else RequestParser(limits=limits)
+    return LlhttpRequestParser(limits=limits) if kind == DEFAULT_PARSER else RequestParser(limits=limits)
 
 
 def response_parser(kind: str) -> ResponseParser | LlhttpResponseParser:
     """A parser of one of PARSERS for the responses of one backend connection."""
-    return LlhttpResponseParser() if kind == "llhttp" else ResponseParser()
+    return LlhttpResponseParser() if kind == DEFAULT_PARSER else ResponseParser()

@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from wirelab.errors import ConfigError
-from wirelab.http.llhttp import PARSERS
+from wirelab.http.llhttp import DEFAULT_PARSER, PARSERS
 from wirelab.proto.balance import Backend, HealthPolicy
 from wirelab.proto.breaker import BreakerPolicy
 from wirelab.proto.http1 import Limits
@@ -199,7 +199,7 @@ class L7Config:
     health: HealthPolicy = field(default_factory=HealthPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     limits: Limits = field(default_factory=Limits)
-    parser: str = "llhttp"
+    parser: str = DEFAULT_PARSER
     """One of `wirelab.http.llhttp.PARSERS`: how HTTP/1.1 from clients and backends is read."""
 
 
@@ -236,7 +236,7 @@ def parse_l7_config(raw: Mapping[str, Any]) -> L7Config:
     breaker = _table(raw, "breaker", _BREAKER)
     pools = _pools(raw.get("pools", {}))
     metrics = raw.get("metrics_path", "/__metrics")
-    parser = raw.get("parser", "llhttp")
+    parser = raw.get("parser", DEFAULT_PARSER)
     if parser not in PARSERS:
         raise ConfigError(f"parser: {parser!r} is not {' or '.join(PARSERS)}")
     return L7Config(
