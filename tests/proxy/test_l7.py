@@ -38,11 +38,12 @@ from tests.proxy.l7_backends import (
     url,
 )
 from wirelab.errors import ConfigError
+from wirelab.http.h1client import upstream_fields
 from wirelab.proto.balance import Backend as BalancedBackend
 from wirelab.proto.balance import State
 from wirelab.proto.http1 import Request
 from wirelab.proto.sse import ServerSentEvent, SSEDecoder
-from wirelab.proxy.l7 import L7Balancer, _upstream_fields
+from wirelab.proxy.l7 import L7Balancer
 from wirelab.testing import ServerProcess
 
 
@@ -463,7 +464,7 @@ def test_upstream_head_fields() -> None:
             (b"te", b"trailers"),
         ),
     )
-    fields = dict(_upstream_fields(request, "::1", BalancedBackend("127.0.0.1", 9), "http"))
+    fields = dict(upstream_fields(request, "::1", BalancedBackend("127.0.0.1", 9), "http"))
     assert fields[b"forwarded"] == b'for=10.0.0.1, for="[::1]";proto=http;host="example.test:8080"'
     assert fields[b"x-forwarded-for"] == b"::1"
     assert fields[b"via"] == b"1.1 wirelab"

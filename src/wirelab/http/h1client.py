@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict, deque
+from typing import Protocol, cast
 
 from wirelab.http.downstream import Downstream
 from wirelab.http.h1server import RECV_BYTES
@@ -28,7 +29,7 @@ from wirelab.http.llhttp import DEFAULT_PARSER, response_parser
 from wirelab.net.connect import open_tcp
 from wirelab.net.relay import relay_streams
 from wirelab.proto.balance import Backend
-from wirelab.proto.forwarding import end_to_end, via
+from wirelab.proto.forwarding import end_to_end, forwarded_for, via
 from wirelab.proto.http1 import (
     Data,
     EndOfMessage,
@@ -38,7 +39,18 @@ from wirelab.proto.http1 import (
     write,
 )
 
-__all__ = ["BackendFailed", "Upstream", "UpstreamPool", "connect", "exchange", "probe", "request_head"]
+__all__ = [
+    "BackendFailed",
+    "Sink",
+    "Upstream",
+    "UpstreamPool",
+    "connect",
+    "exchange",
+    "probe",
+    "request_head",
+    "upstream_fields",
+    "upstream_head",
+]
 
 
 class BackendFailed(Exception):
@@ -49,6 +61,40 @@ class BackendFailed(Exception):
         super().__init__(detail)
         self.kind = kind
         self.answered = answered
+
+
+class Sink(Protocol):
+    """Who reads a borrowed upstream connection by callbacks instead of its stream."""
+
+    def upstream_data(self, data: bytes) -> None: ...
+
+    def upstream_closed(self) -> None:
+        """The backend closed its side, or the connection was lost."""
+
+
+class _UpstreamProtocol(asyncio.StreamReaderProtocol):
+    """A stream's protocol that can lend the connection out: while `sink` is set, what arrives goes to
+    it instead of the stream, so one exchange can run without a task (the layer 7 balancer's fast
+    path); the stream still sees the end of the connection, so a pool knows not to reuse it."""
+
+    sink: Sink | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.sink is None:
+            super().data_received(data)
+        else:
+            self.sink.upstream_data(data)
+
+    def eof_received(self) -> bool | None:
+        keep_open = super().eof_received()
+        if self.sink is not None:
+            self.sink.upstream_closed()
+        return keep_open
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.sink is not None:
+            self.sink.upstream_closed()
 
 
 class Upstream:
@@ -64,6 +110,8 @@ class Upstream:
         self.backend = backend
         self.reader = reader
         self.writer = writer
+        self.transport = cast(asyncio.Transport, writer.transport)
+        self._protocol = cast(_UpstreamProtocol, writer.transport.get_protocol())
         self.parser = response_parser(parser)
         self.reused = False
         self.status = 0
@@ -73,6 +121,10 @@ class Upstream:
     @property
     def reusable(self) -> bool:
         return self.parser.idle and not self.writer.is_closing() and not self.reader.at_eof()
+
+    def lend(self, sink: Sink | None) -> None:
+        """Send what arrives to `sink` instead of the stream; None to take the connection back."""
+        self._protocol.sink = sink
 
     def close(self) -> None:
         self.writer.close()
@@ -93,15 +145,21 @@ class UpstreamPool:
 
     async def acquire(self, backend: Backend) -> Upstream:
         """An idle live connection to `backend`, or a new one (OSError/TimeoutError if refused)."""
-        idle = self._idle[backend.address]
+        upstream = self.take(backend)
+        if upstream is None:
+            upstream = await connect(backend, within_s=self.connect_timeout_s, parser=self.parser)
+            self.opened += 1
+        return upstream
+
+    def take(self, backend: Backend) -> Upstream | None:
+        """An idle live connection to `backend`, if there is one."""
+        idle = self._idle.get(backend.address)
         while idle:
             upstream = idle.pop()
             if upstream.reusable:
                 return upstream
             upstream.close()
-        upstream = await connect(backend, within_s=self.connect_timeout_s, parser=self.parser)
-        self.opened += 1
-        return upstream
+        return None
 
     def release(self, upstream: Upstream) -> None:
         """Keep `upstream` for the next request if its exchange ended cleanly; close it otherwise."""
@@ -127,12 +185,15 @@ class UpstreamPool:
 async def connect(backend: Backend, *, within_s: float, parser: str = DEFAULT_PARSER) -> Upstream:
     """A new connection to `backend`, its responses read by `parser` (one of PARSERS)."""
     sock = await open_tcp(backend.host, backend.port, within_s=within_s)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=RECV_BYTES, loop=loop)
+    protocol = _UpstreamProtocol(reader, loop=loop)
     try:
-        reader, writer = await asyncio.open_connection(sock=sock, limit=RECV_BYTES)
+        transport, _ = await loop.create_connection(lambda: protocol, sock=sock)
     except BaseException:
         sock.close()
         raise
-    return Upstream(backend, reader, writer, parser)
+    return Upstream(backend, reader, asyncio.StreamWriter(transport, protocol, reader, loop), parser)
 
 
 def request_head(
@@ -142,6 +203,26 @@ def request_head(
     if has_body and not request.values(b"content-length"):
         fields.append((b"transfer-encoding", b"chunked"))
     return write(Request(request.method, target, b"1.1", tuple(fields)))
+
+
+def upstream_fields(
+    request: Request, peer: str, backend: Backend, scheme: str
+) -> list[tuple[bytes, bytes]]:
+    """The request's fields for an HTTP/1.1 backend: the forwarding rules
+    (`wirelab.proto.forwarding`), a Host for HTTP/1.0 requests without one (we speak 1.1 upstream),
+    and the Upgrade a WebSocket needs passed on."""
+    fields, host = forwarded_for(request.headers, peer=peer, scheme=scheme, version=request.version)
+    if not host:
+        fields.insert(0, (b"host", backend.address.encode()))
+    if b"upgrade" in request.tokens(b"connection") and (upgrade := request.values(b"upgrade")):
+        fields += [(b"upgrade", upgrade[0]), (b"connection", b"upgrade")]
+    return fields
+
+
+def upstream_head(request: Request, peer: str, backend: Backend, scheme: str, *, has_body: bool) -> bytes:
+    """The request's head as a reverse proxy sends it to an HTTP/1.1 backend (`upstream_fields`)."""
+    fields = upstream_fields(request, peer, backend, scheme)
+    return request_head(request, request.target, fields, has_body=has_body)
 
 
 async def exchange(

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 
 from wirelab.errors import WirelabError
 from wirelab.http.downstream import Handler
-from wirelab.http.llhttp import DEFAULT_PARSER, request_parser
+from wirelab.http.llhttp import DEFAULT_PARSER, LlhttpRequestParser, request_parser
 from wirelab.http.problem import problem_response
 from wirelab.net.acceptor import open_streams
 from wirelab.net.relay import Streams
@@ -35,6 +35,7 @@ from wirelab.proto.http1 import (
     HTTPRequestError,
     Limits,
     Request,
+    RequestParser,
     Response,
     keeps_alive,
     write,
@@ -43,9 +44,12 @@ from wirelab.proto.http1 import (
 __all__ = [
     "RECV_BYTES",
     "ClientConnection",
+    "Deadline",
     "GatewayError",
     "H1Downstream",
+    "Reframing",
     "answer_requests",
+    "has_body",
     "persistent",
     "response_head",
     "serve_h1",
@@ -68,10 +72,8 @@ class GatewayError(WirelabError):
 class ClientConnection:
     """One client connection: its streams, its parser, and the events parsed but not yet handled.
 
-    Reads are bounded by a deadline (`within`, else the idle timeout) that costs a float per read:
-    one timer per connection, re-armed when it fires before the current deadline and replaced when
-    a shorter deadline comes. An expired deadline aborts the transport, and the read that was
-    waiting raises TimeoutError.
+    Reads are bounded by a `Deadline` (`within`, else the idle timeout). An expired deadline aborts
+    the transport, and the read that was waiting raises TimeoutError.
     """
 
     def __init__(
@@ -89,10 +91,10 @@ class ClientConnection:
         self.trailers: Headers = ()
         self._idle_timeout = idle_timeout
         self._pending: deque[Event] = deque()
-        self._loop = asyncio.get_running_loop()
-        self._deadline = math.inf
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = Deadline(asyncio.get_running_loop(), self._expire)
         self.timed_out = False
+        self.resumed = False
+        """Whether another reader parsed part of this connection first (`resume`)."""
         self._unread = b""
 
     @classmethod
@@ -116,6 +118,13 @@ class ClientConnection:
             raise
         return cls(reader, writer, limits, idle_timeout, parser)
 
+    def resume(self, parser: RequestParser | LlhttpRequestParser, events: Iterable[Event]) -> None:
+        """Carry on from where another reader of this connection stopped: its parser, and the events
+        it parsed but did not handle, which come first."""
+        self.parser = parser
+        self._pending.extend(events)
+        self.resumed = True
+
     def unread(self, data: bytes) -> None:
         """Give back bytes `read` returned (the listener sniffed them for the HTTP/2 preface)."""
         self._unread = data
@@ -125,9 +134,9 @@ class ClientConnection:
         if self._unread:
             data, self._unread = self._unread, b""
             return data
-        self._arm(within or self._idle_timeout)
+        self._deadline.arm(within or self._idle_timeout)
         data = await self.reader.read(RECV_BYTES)
-        self._deadline = math.inf
+        self._deadline.clear()
         if self.timed_out:
             raise TimeoutError("the client sent nothing in time")
         return data
@@ -160,27 +169,49 @@ class ClientConnection:
             await self.writer.drain()
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._deadline.cancel()
         self.writer.close()
 
-    def _arm(self, seconds: float) -> None:
+    def _expire(self) -> None:
+        self.timed_out = True
+        self.writer.transport.abort()
+
+
+class Deadline:
+    """A deadline that costs a float to move: one timer, re-armed when it fires before the current
+    deadline and replaced when a shorter one comes, so a read per request does not cost a timer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, expire: Callable[[], None]) -> None:
+        self._loop = loop
+        self._expire = expire
+        self._deadline = math.inf
+        self._timer: asyncio.TimerHandle | None = None
+
+    def arm(self, seconds: float) -> None:
+        """Call `expire` in `seconds` unless moved or cleared first."""
         self._deadline = self._loop.time() + seconds
         if self._timer is not None and self._timer.when() > self._deadline:
             self._timer.cancel()  # a shorter deadline than the one it waits for (a head after a body)
             self._timer = None
         if self._timer is None:
-            self._timer = self._loop.call_at(self._deadline, self._expire)
+            self._timer = self._loop.call_at(self._deadline, self._fire)
 
-    def _expire(self) -> None:
+    def clear(self) -> None:
+        self._deadline = math.inf
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self) -> None:
         self._timer = None
         if self._deadline == math.inf:
             return
         if self._loop.time() < self._deadline:
-            self._timer = self._loop.call_at(self._deadline, self._expire)
+            self._timer = self._loop.call_at(self._deadline, self._fire)
             return
-        self.timed_out = True
-        self.writer.transport.abort()
+        self._expire()
 
 
 class H1Downstream:
@@ -195,12 +226,9 @@ class H1Downstream:
         self.client = client
         self.request = request
         self.scheme = scheme
-        self.has_body = bool(request.values(b"transfer-encoding")) or request.values(
-            b"content-length"
-        ) not in ([], [b"0"])
+        self.has_body = has_body(request)
         self._out = bytearray()
-        self._chunked = False
-        self._close = False
+        self._framing = Reframing(request)
         client.trailers = ()  # a new request: none of the last one's
 
     @property
@@ -219,13 +247,10 @@ class H1Downstream:
             if status == 100 and self.request.version == b"1.1":
                 await self.client.send(write(Response(100, b"Continue", b"1.1", ())), final=False)
             return
-        head, self._chunked, self._close = response_head(
-            self.request, status, reason, headers, keep_alive=persistent(self.request)
-        )
-        self._out += head
+        self._out += self._framing.head(status, reason, headers)
 
     async def send(self, data: bytes) -> None:
-        self._out += write(Data(data), chunked=self._chunked)
+        self._out += self._framing.data(data)
         if len(self._out) >= RECV_BYTES:
             await self.flush()
 
@@ -236,17 +261,43 @@ class H1Downstream:
             await self.client.send(data)
 
     async def finish(self, trailers: Sequence[tuple[bytes, bytes]] = ()) -> bool:
-        """Trailers go in the last chunk; a body framed by its length or the close has no room for
-        them, and they are dropped, as RFC 9110 §6.5.1 allows."""
-        self._out += write(EndOfMessage(tuple(end_to_end(trailers))), chunked=self._chunked)
+        self._out += self._framing.end(trailers)
         await self.flush()
-        return not self._close
+        return not self._framing.close
 
     async def switch(self, status_line: bytes, headers: Sequence[tuple[bytes, bytes]]) -> Streams:
         """Pass a 101 answer on whole; the connection then belongs to the upgraded protocol."""
         fields = b"".join(n + b": " + v + b"\r\n" for n, v in headers)
         await self.client.send(status_line + fields + b"%b: %b\r\n\r\n" % via(b"1.1"))
         return self.client.reader, self.client.writer
+
+
+class Reframing:
+    """A final response from elsewhere, framed again for the HTTP/1.1 client that asked for it: its
+    head (hop-by-hop fields dropped), body chunks and end. Bodies go chunked when the far end gave no
+    length and the client speaks 1.1; otherwise the close ends them (`close`)."""
+
+    __slots__ = ("chunked", "close", "request")
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.chunked = False
+        self.close = False
+
+    def head(self, status: int, reason: bytes, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+        request = self.request
+        head, self.chunked, self.close = response_head(
+            request, status, reason, headers, keep_alive=persistent(request)
+        )
+        return head
+
+    def data(self, data: bytes) -> bytes:
+        return write(Data(data), chunked=self.chunked)
+
+    def end(self, trailers: Iterable[tuple[bytes, bytes]] = ()) -> bytes:
+        """Trailers go in the last chunk; a body framed by its length or the close has no room for
+        them, and they are dropped, as RFC 9110 §6.5.1 allows."""
+        return write(EndOfMessage(tuple(end_to_end(trailers))), chunked=self.chunked)
 
 
 def response_head(
@@ -313,6 +364,12 @@ async def _next_request(client: ClientConnection, within: float | None) -> Event
     while isinstance(event := await client.next_event(within), Data | EndOfMessage):
         pass
     return event
+
+
+def has_body(request: Request) -> bool:
+    """Whether a request's framing announces a body (a Content-Length of 0 does not)."""
+    sized = request.values(b"content-length")
+    return bool(request.values(b"transfer-encoding")) or sized not in ([], [b"0"])
 
 
 def persistent(request: Request) -> bool:

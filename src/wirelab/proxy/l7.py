@@ -16,7 +16,10 @@ ejected for the health policy's `eject_s`, and the request goes to another backe
 is safe: always after a failed connect (nothing was sent), and otherwise when it is idempotent (GET,
 HEAD, OPTIONS, TRACE, or it carries an Idempotency-Key) and has no body. A failure on a reused
 connection is retried the same way without ejecting, as the backend may just have closed an idle
-connection. Every outcome also goes to the backend's breaker (a 5xx answer is a failure there). The
+connection; nor is it counted by the backend's breaker, which every other outcome goes to (a 5xx
+answer is a failure there: a breaker that opened on stale connections would keep a dead backend from
+ever being tried again, and so from being ejected). Cleartext HTTP/1.1 connections start on the fast
+path (`wirelab.proxy.l7fast`), which follows these rules without a task per request. The
 configuration is `wirelab.proxy.l7config`; `reload` applies a new one to new requests, and `drain`
 lets the requests in flight finish.
 """
@@ -37,7 +40,7 @@ from typing import Any
 
 from wirelab.errors import ConfigError
 from wirelab.http.downstream import Downstream
-from wirelab.http.h1client import BackendFailed, Upstream, UpstreamPool, exchange, probe, request_head
+from wirelab.http.h1client import BackendFailed, Upstream, UpstreamPool, exchange, probe, upstream_head
 from wirelab.http.h1server import ClientConnection, GatewayError, serve_h1
 from wirelab.http.h2client import (
     H2Upstream,
@@ -55,6 +58,7 @@ from wirelab.proto.breaker import Breakers, BreakerTransition
 from wirelab.proto.forwarding import end_to_end, for_http2, forwarded_for, replayable, via
 from wirelab.proto.http1 import Request
 from wirelab.proxy.l7config import L7Config, PoolConfig, TLSSettings
+from wirelab.proxy.l7fast import serve_fast
 from wirelab.proxy.metrics import Metrics
 
 __all__ = ["L7Balancer", "serve"]
@@ -147,8 +151,8 @@ class L7Balancer:
             pools[pool.name] = kept
         self.pools = pools
         self.breakers.update(config.breaker, (b.address for p in config.pools for b in p.backends))
-        self._pool_configs = {pool.name: pool for pool in config.pools}
-        self._metrics_path = None if config.metrics_path is None else config.metrics_path.encode()
+        self.pool_configs = {pool.name: pool for pool in config.pools}
+        self.metrics_path = None if config.metrics_path is None else config.metrics_path.encode()
         self._tls = _tls_context(config.tls) if config.tls else None
         self.config = config
 
@@ -165,83 +169,95 @@ class L7Balancer:
         while True:
             within = min(interval, self.config.connect_timeout_s)
             for name, pool in list(self.pools.items()):
-                backends, config = pool.backends, self._pool_configs[name]
+                backends, config = pool.backends, self.pool_configs[name]
                 results = await asyncio.gather(*(self._probe(b, config, within) for b in backends))
                 self._note([pool.check_result(b, ok) for b, ok in zip(backends, results, strict=True)])
             await asyncio.sleep(interval)
 
     async def _serve(self, sock: socket.socket, peer: tuple[Any, ...]) -> None:
-        tls, config = self._tls, self.config
+        tls, config, address = self._tls, self.config, str(peer[0])
         try:
-            client = await ClientConnection.accept(
-                sock,
-                config.limits,
-                config.idle_timeout_s,
-                tls=tls,
-                handshake_s=config.header_timeout_s,
-                parser=config.parser,
-            )
+            if tls is None:
+                client = await serve_fast(self, sock, address)
+            else:
+                client = await ClientConnection.accept(
+                    sock,
+                    config.limits,
+                    config.idle_timeout_s,
+                    tls=tls,
+                    handshake_s=config.header_timeout_s,
+                    parser=config.parser,
+                )
         except (OSError, ssl.SSLError, TimeoutError) as error:
             log.debug("handshake failed: %r", error)
             return
-        address, scheme = str(peer[0]), "https" if tls else "http"
-        reader, writer = client.reader, client.writer
+        if client is None:
+            return  # the fast path served the connection to its end
         try:
-            alpn = writer.get_extra_info("ssl_object").selected_alpn_protocol() if tls else None
-            first = b"" if alpn else await client.read(config.header_timeout_s)
-            if alpn == "h2" or first.startswith(H2_PREFACE):
-                await serve_h2(
-                    reader,
-                    writer,
-                    self.handle,
-                    address,
-                    scheme=scheme,
-                    limits=config.limits,
-                    idle_timeout_s=config.idle_timeout_s,
-                    received=first,
-                )
-                return
-            client.unread(first)
-            await serve_h1(
-                client, self.handle, address, scheme=scheme, header_timeout=config.header_timeout_s
-            )
+            await self._serve_streams(client, address, "https" if tls else "http")
         except (OSError, TimeoutError) as error:
             log.debug("connection ended: %r", error)
         finally:
             client.close()
 
+    async def _serve_streams(self, client: ClientConnection, address: str, scheme: str) -> None:
+        """A connection on the stream path: HTTP/2 (by ALPN, or in clear by its preface), or
+        HTTP/1.1 from where the fast path handed it over."""
+        config, reader, writer = self.config, client.reader, client.writer
+        alpn = writer.get_extra_info("ssl_object").selected_alpn_protocol() if scheme == "https" else None
+        first = b"" if alpn or client.resumed else await client.read(config.header_timeout_s)
+        if alpn == "h2" or first.startswith(H2_PREFACE):
+            await serve_h2(
+                reader,
+                writer,
+                self.handle,
+                address,
+                scheme=scheme,
+                limits=config.limits,
+                idle_timeout_s=config.idle_timeout_s,
+                received=first,
+            )
+            return
+        client.unread(first)
+        await serve_h1(client, self.handle, address, scheme=scheme, header_timeout=config.header_timeout_s)
+
+    def route(self, request: Request) -> str | None:
+        """The name of the pool `request` goes to; None if no route takes it."""
+        return self.config.routes.match(_host(request), request.target.partition(b"?")[0])
+
     async def handle(self, request: Request, downstream: Downstream, peer: str) -> bool:
         """Answer one request, retrying it elsewhere while that is safe; True to keep the connection."""
-        path = request.target.partition(b"?")[0]
-        if path == self._metrics_path:
+        if request.target.partition(b"?")[0] == self.metrics_path:
             return await self._serve_metrics(request, downstream)
-        host = _host(request)
-        name = self.config.routes.match(host, path)
+        name = self.route(request)
         if name is None:
-            raise GatewayError(404, f"no route for host {host!r} and path {path.decode('latin-1')!r}")
+            path = request.target.partition(b"?")[0].decode("latin-1")
+            raise GatewayError(404, f"no route for host {_host(request)!r} and path {path!r}")
+        self.started()
+        try:
+            keep = await self._forward(request, downstream, peer, self.pools[name], self.pool_configs[name])
+        finally:
+            self.ended()
+        return keep and not self.draining
+
+    def started(self) -> None:
+        """A request is in flight (a drain waits for it)."""
         self.in_flight += 1
         self._idle.clear()
-        try:
-            keep = await self._forward(
-                request, downstream, peer, self.pools[name], self._pool_configs[name]
-            )
-        finally:
-            self.in_flight -= 1
-            if not self.in_flight:
-                self._idle.set()
-        return keep and not self.draining
+
+    def ended(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight:
+            self._idle.set()
 
     async def _forward(
         self, request: Request, downstream: Downstream, peer: str, pool: Pool, config: PoolConfig
     ) -> bool:
         safe = replayable(request, has_body=downstream.has_body)
         key = _hash_key(request, peer, config.hash_on)
-        loop = asyncio.get_running_loop()
         for attempt in range(2 * len(pool.backends) + 1):
-            now = loop.time()
-            self._note(pool.handle_timer(now))
-            backend = pool.pick(key, usable=partial(_admits, self.breakers, now))
-            if backend is None or not self.breakers[backend.address].allow(now):
+            backend = self.pick(pool, key)
+            if backend is None:
                 break
             self.metrics.retries += attempt > 0
             try:
@@ -249,13 +265,29 @@ class L7Balancer:
                     return await self._attempt(request, downstream, peer, pool, backend)
                 return await self._attempt_h2(request, downstream, peer, pool, backend, config)
             except _Failed as failure:
-                self._failed(pool, backend, failure.kind, str(failure), eject=failure.eject)
+                self.failed(
+                    pool, backend, failure.kind, str(failure), eject=failure.eject, verdict=failure.verdict
+                )
                 if failure.answered or not (safe or failure.unsent):  # unsent: it may go elsewhere
                     raise GatewayError(502, f"backend {backend.address} failed: {failure}") from None
             except BaseException:
                 self.breakers[backend.address].release()
                 raise
         raise GatewayError(503, "no backend is available")
+
+    def key(self, request: Request, peer: str, name: str) -> bytes:
+        """What the pool `name` hashes to stick `request` to a backend (if its algorithm hashes)."""
+        return _hash_key(request, peer, self.pool_configs[name].hash_on)
+
+    def pick(self, pool: Pool, key: bytes) -> Backend | None:
+        """A healthy backend of `pool` whose breaker lets one more request through (the request now
+        counts against it: `answered`, `failed` or the breaker's `release` settle it)."""
+        now = _now()
+        self._note(pool.handle_timer(now))
+        backend = pool.pick(key, usable=partial(_admits, self.breakers, now))
+        if backend is None or not self.breakers[backend.address].allow(now):
+            return None
+        return backend
 
     async def _attempt(
         self, request: Request, downstream: Downstream, peer: str, pool: Pool, backend: Backend
@@ -269,15 +301,16 @@ class L7Balancer:
             return await self._exchange(request, downstream, peer, pool, upstream)
         except BackendFailed as failure:
             # A reused connection may just have been closed by the backend: no sign of its health.
-            eject = not upstream.reused
-            raise _Failed(failure.kind, str(failure), answered=failure.answered, eject=eject) from None
+            fresh = not upstream.reused
+            raise _Failed(
+                failure.kind, str(failure), answered=failure.answered, eject=fresh, verdict=fresh
+            ) from None
 
     async def _exchange(
         self, request: Request, downstream: Downstream, peer: str, pool: Pool, upstream: Upstream
     ) -> bool:
         backend = upstream.backend
-        fields = _upstream_fields(request, peer, backend, downstream.scheme)
-        head = request_head(request, request.target, fields, has_body=downstream.has_body)
+        head = upstream_head(request, peer, backend, downstream.scheme, has_body=downstream.has_body)
         started = time.perf_counter()
         pool.opened(backend)
         try:
@@ -289,7 +322,7 @@ class L7Balancer:
             raise
         finally:
             pool.closed(backend)
-        self._answered(backend, upstream.status, upstream.answered_at - started)
+        self.answered(backend, upstream.status, upstream.answered_at - started)
         self.upstreams.release(upstream)
         return keep
 
@@ -332,13 +365,13 @@ class L7Balancer:
                 await response.aclose()
         finally:
             pool.closed(backend)
-        self._answered(backend, response.status, answered)
+        self.answered(backend, response.status, answered)
         return keep
 
-    def _answered(self, backend: Backend, status: int, seconds: float) -> None:
+    def answered(self, backend: Backend, status: int, seconds: float) -> None:
         """A backend answered, in `seconds` to the head: the metrics, and its breaker (5xx fails)."""
         self.metrics.observe(backend.address, status, seconds)
-        now = asyncio.get_running_loop().time()
+        now = _now()
         self._note_breaker(self.breakers[backend.address].record(status < 500, now))
 
     def _h2_upstream(self, backend: Backend, config: PoolConfig) -> H2Upstream:
@@ -371,12 +404,20 @@ class L7Balancer:
             return False
         return response.status < 500
 
-    def _failed(self, pool: Pool, backend: Backend, kind: str, detail: str, *, eject: bool) -> None:
+    def failed(
+        self, pool: Pool, backend: Backend, kind: str, detail: str, *, eject: bool, verdict: bool = True
+    ) -> None:
+        """An attempt at `backend` failed: the metrics, its breaker (unless the failure is no
+        `verdict` on its health), and its ejection if `eject`."""
         log.warning("backend %s: %s (%s)", backend.address, detail, kind)
         self.metrics.errors[backend.address, kind] += 1
         self.upstreams.forget(backend)
-        now = asyncio.get_running_loop().time()
-        self._note_breaker(self.breakers[backend.address].record(False, now))
+        now = _now()
+        breaker = self.breakers[backend.address]
+        if verdict:
+            self._note_breaker(breaker.record(False, now))
+        else:
+            breaker.release()
         if eject:
             self._note([pool.connect_failed(backend, now)])
 
@@ -405,16 +446,25 @@ class L7Balancer:
 class _Failed(Exception):
     """One attempt at a backend failed: `unsent` if the request certainly never reached it (it may
     then go to another backend whatever its method), `answered` if the client had a response head
-    already (nothing can be retried or answered then), `eject` if it says the backend is unwell."""
+    already (nothing can be retried or answered then), `eject` if it says the backend is unwell,
+    `verdict` unless it says nothing of its health (its breaker does not count it then)."""
 
     def __init__(
-        self, kind: str, detail: str, *, unsent: bool = False, answered: bool = False, eject: bool = False
+        self,
+        kind: str,
+        detail: str,
+        *,
+        unsent: bool = False,
+        answered: bool = False,
+        eject: bool = False,
+        verdict: bool = True,
     ) -> None:
         super().__init__(detail)
         self.kind = kind
         self.unsent = unsent
         self.answered = answered
         self.eject = eject
+        self.verdict = verdict
 
 
 def _h2_failure(error: UpstreamError) -> tuple[str, bool]:
@@ -431,6 +481,12 @@ def _tls_context(settings: TLSSettings) -> ssl.SSLContext:
         return server_context(settings.cert, settings.key)
     cert, key = CertificateAuthority.load_or_create(settings.ca_dir).issue(settings.names)
     return server_context(cert, key)
+
+
+def _now() -> float:
+    """The loop's clock (CLOCK_MONOTONIC, for asyncio's loop and uvloop's), read without looking the
+    loop up: on Python 3.11 that lookup is a getpid system call, and this runs twice per request."""
+    return time.monotonic()
 
 
 def _admits(breakers: Breakers, now: float, backend: Backend) -> bool:
@@ -456,19 +512,6 @@ def _hash_key(request: Request, peer: str, hash_on: tuple[str, bytes] | None) ->
             if key.lower() == name:
                 return cookie
     return peer.encode()
-
-
-def _upstream_fields(
-    request: Request, peer: str, backend: Backend, scheme: str
-) -> list[tuple[bytes, bytes]]:
-    """The forwarding rules (`wirelab.proto.forwarding`), and a Host for HTTP/1.0 requests without one
-    (we speak 1.1 upstream), and the Upgrade a WebSocket needs passed on."""
-    fields, host = forwarded_for(request.headers, peer=peer, scheme=scheme, version=request.version)
-    if not host:
-        fields.insert(0, (b"host", backend.address.encode()))
-    if b"upgrade" in request.tokens(b"connection") and (upgrade := request.values(b"upgrade")):
-        fields += [(b"upgrade", upgrade[0]), (b"connection", b"upgrade")]
-    return fields
 
 
 async def serve(load: Callable[[], L7Config]) -> None:
