@@ -1,8 +1,10 @@
 """WebSocket push over the feed: one socket, any number of topic subscriptions, each resumable.
 
-A subscription is one task following the feed from its `after`; unsubscribing cancels it. A bad
-message gets an error message back and the socket stays open. A subscriber that falls too far behind
-is told where to resume and dropped, so a stalled client cannot hold server memory.
+A subscription follows the feed from its `after` without a task of its own while caught up: new
+entries are written to the socket as they are published, and a task runs only to catch up (see
+`Feed.subscribe`); unsubscribing cancels it. A bad message gets an error message back and the
+socket stays open. A subscriber that falls too far behind is told where to resume and dropped, so
+a stalled client cannot hold server memory.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 from collections.abc import Awaitable, Callable
 
 from wirelab.errors import ProblemError, problem_body
-from wirelab.feed import Entry, Feed, Lagged
+from wirelab.feed import Entry, Feed, Lagged, Subscription
 from wirelab.http import WebSocket, WebSocketClosed
 from wirelab.proto.pushwire import Subscribe, parse_client_message
 from wirelab.push.frames import ws_frame, ws_message
@@ -28,7 +30,7 @@ CLOSE_TOO_SLOW = 1008
 
 async def serve_push(feed: Feed, ws: WebSocket, check_topic: TopicCheck) -> None:
     await ws.accept()
-    subscriptions: dict[str, asyncio.Task[None]] = {}
+    subscriptions: dict[str, Subscription] = {}
     try:
         while True:
             raw = await ws.receive()
@@ -37,38 +39,25 @@ async def serve_push(feed: Feed, ws: WebSocket, check_topic: TopicCheck) -> None
                 _stop(subscriptions, message.topic)
                 if isinstance(message, Subscribe):
                     await check_topic(message.topic)
-                    subscriptions[message.topic] = _start(feed, ws, message, subscriptions)
+                    subscriptions[message.topic] = await _subscribe(feed, ws, message, subscriptions)
             except ProblemError as error:
                 await ws.send(json.dumps({"error": problem_body(error)}))
     except WebSocketClosed:
         pass
     finally:
-        tasks = list(subscriptions.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for subscription in subscriptions.values():
+            subscription.cancel()
 
 
-def _stop(subscriptions: dict[str, asyncio.Task[None]], topic: str) -> None:
-    task = subscriptions.pop(topic, None)
-    if task is not None:
-        task.cancel()
+def _stop(subscriptions: dict[str, Subscription], topic: str) -> None:
+    subscription = subscriptions.pop(topic, None)
+    if subscription is not None:
+        subscription.cancel()
 
 
-def _start(
-    feed: Feed, ws: WebSocket, message: Subscribe, subscriptions: dict[str, asyncio.Task[None]]
-) -> asyncio.Task[None]:
-    task = asyncio.create_task(_follow(feed, ws, message))
-
-    def forget(done: asyncio.Task[None]) -> None:
-        if subscriptions.get(message.topic) is done:
-            del subscriptions[message.topic]
-
-    task.add_done_callback(forget)
-    return task
-
-
-async def _follow(feed: Feed, ws: WebSocket, message: Subscribe) -> None:
+async def _subscribe(
+    feed: Feed, ws: WebSocket, message: Subscribe, subscriptions: dict[str, Subscription]
+) -> Subscription:
     after = message.after
     if after is None:
         latest = await feed.latest(message.topic)
@@ -80,12 +69,16 @@ async def _follow(feed: Feed, ws: WebSocket, message: Subscribe) -> None:
     def push(entry: Entry) -> bool:
         return ws.write_frame_nowait(ws_frame(entry))
 
-    try:
-        await feed.follow(message.topic, after, deliver, push=push)
-    except Lagged as lag:
-        await _drop(ws, lag)
-    except WebSocketClosed:
-        pass
+    async def on_end(reason: BaseException | None) -> None:
+        if subscriptions.get(message.topic) is subscription:
+            del subscriptions[message.topic]
+        if isinstance(reason, Lagged):
+            await _drop(ws, reason)
+        elif reason is not None and not isinstance(reason, WebSocketClosed):
+            raise reason
+
+    subscription = await feed.subscribe(message.topic, after, deliver, push=push, on_end=on_end)
+    return subscription
 
 
 async def _drop(ws: WebSocket, lag: Lagged) -> None:
