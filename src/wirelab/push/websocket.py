@@ -66,8 +66,10 @@ async def _subscribe(
     async def deliver(entry: Entry) -> None:
         await ws.send(ws_message(entry))
 
+    write = ws.frame_writer()
+
     def push(entry: Entry) -> bool:
-        return ws.write_frame_nowait(ws_frame(entry))
+        return write(ws_frame(entry))
 
     async def on_end(reason: BaseException | None) -> None:
         if subscriptions.get(message.topic) is subscription:
