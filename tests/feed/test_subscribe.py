@@ -49,7 +49,8 @@ class _Client:
         if self.stuck is not None:
             await self.stuck.wait()  # a client that stopped reading
 
-    async def on_end(self, reason: BaseException | None) -> None:
+    async def on_end(self, subscription: Subscription, reason: BaseException | None) -> None:
+        assert subscription.topic == "t"
         self.ended.append(reason)
 
     async def subscribe(self, feed: Feed, after: int) -> Subscription:
@@ -169,7 +170,7 @@ async def test_what_deliver_raises_ends_it_and_is_handed_to_on_end() -> None:
 
     ended: list[BaseException | None] = []
 
-    async def on_end(reason: BaseException | None) -> None:
+    async def on_end(subscription: Subscription, reason: BaseException | None) -> None:
         ended.append(reason)
 
     await feed.subscribe("t", 0, deliver, push=lambda entry: False, on_end=on_end)

@@ -41,8 +41,8 @@ __all__ = ["Change", "Completes", "Deliver", "Ended", "Feed", "Lagged", "Push", 
 
 Deliver = Callable[[Entry], Awaitable[None]]
 Push = Callable[[Entry], bool]
-Ended = Callable[[BaseException | None], Awaitable[None]]
-"""How a subscription ended: None when nothing more can come, else why (see `Feed.subscribe`)."""
+Ended = Callable[["Subscription", BaseException | None], Awaitable[None]]
+"""A subscription ended: None when nothing more can come, else why (see `Feed.subscribe`)."""
 MakeData = Callable[[int], Mapping[str, Any]]
 Change = tuple[str, MakeData, bool]
 """A new event: its name, its data given the version, and whether it is final."""
@@ -130,6 +130,10 @@ class Subscription(_Follower):
         self._topic = topic
         self.deliver = deliver
         self.on_end = on_end
+
+    @property
+    def topic(self) -> str:
+        return self._topic.log.topic
 
     @property
     def reading(self) -> bool:
@@ -354,9 +358,9 @@ class Feed:
         there is something to pull (from `after` at first, or an entry `push` declined). So an
         idle subscriber costs one object instead of a task and its stack.
 
-        `on_end` runs once, in that task: with None after the final entry or when the feed
-        closes, with Lagged when it fell more than `max_lag` versions behind, or with what
-        `deliver` raised. `cancel()` on the subscription ends it without `on_end`.
+        `on_end` runs once, in that task, with the subscription and why it ended: None after the
+        final entry or when the feed closes, Lagged when it fell more than `max_lag` versions
+        behind, or what `deliver` raised. `cancel()` on the subscription ends it without `on_end`.
         """
         t = await self._topic(topic)
         me = Subscription(self, t, after, deliver, push, on_end)
@@ -379,7 +383,7 @@ class Feed:
         except Exception as error:  # most likely the transport is gone; `on_end` tells
             reason = error
         self._leave(t, me)
-        await me.on_end(reason)
+        await me.on_end(me, reason)
 
     async def _drain(self, t: _Topic, me: _Follower, deliver: Deliver) -> bool:
         """Deliver the entries after the cursor a page at a time until caught up with the head;
