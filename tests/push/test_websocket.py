@@ -93,6 +93,21 @@ def test_logins_reach_every_subscriber_and_unsubscribe_stops_them(server: Server
     assert wait_idle(server.url)["followers"] == 0
 
 
+def test_subscribing_again_replaces_the_subscription(server: ServerProcess) -> None:
+    """Each version reaches a socket once per topic, however often the client subscribes to it."""
+    head = httpx.post(f"{server.url}/logins", json={"user": "warm-up"}).json()["version"]
+    with _ws(server) as ws:
+        for _ in range(2):
+            ws.send(json.dumps({"op": "subscribe", "topic": "logins", "after": head - 1}))
+            assert json.loads(ws.recv(timeout=5))["version"] == head  # caught up from `after`
+        ws.send("not json")  # its answer tells that the server has read everything before it
+        assert "error" in json.loads(ws.recv(timeout=5))
+        version = httpx.post(f"{server.url}/logins", json={"user": "ada"}).json()["version"]
+        assert json.loads(ws.recv(timeout=5))["version"] == version
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.3)
+
+
 def test_an_oversized_message_closes_with_1009(server: ServerProcess) -> None:
     """RFC 6455 §7.4.1: 1009 means a message too big to process."""
     with _ws(server, max_size=None) as ws:

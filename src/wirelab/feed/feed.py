@@ -18,7 +18,9 @@ its socket buffers are full) is dropped with `Lagged`, which carries the version
 Fan-out fast path: a follower may also offer `push`, a synchronous "write this now if you can". While
 it is caught up and asleep, `publish` hands it the new entry directly and does not wake its task at
 all; only if `push` declines (the socket is busy) does the task wake and pull as usual. So an idle
-subscriber costs one function call per event instead of a task switch.
+subscriber costs one function call per event instead of a task switch. A `subscribe`d follower goes
+one step further and has no task at all while caught up: one is started only to pull, and it ends
+once the follower has caught up again.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from wirelab.feed.log import Entry, TopicClosed, TopicLog, Trimmed
 from wirelab.feed.store import EventStore, VersionConflict
 from wirelab.proto.idempotency import Completion
 
-__all__ = ["Change", "Completes", "Deliver", "Feed", "Lagged", "Push"]
+__all__ = ["Change", "Completes", "Deliver", "Ended", "Feed", "Lagged", "Push", "Subscription"]
 
 Deliver = Callable[[Entry], Awaitable[None]]
 Push = Callable[[Entry], bool]
+Ended = Callable[["Subscription", BaseException | None], Awaitable[None]]
+"""A subscription ended: None when nothing more can come, else why (see `Feed.subscribe`)."""
 MakeData = Callable[[int], Mapping[str, Any]]
 Change = tuple[str, MakeData, bool]
 """A new event: its name, its data given the version, and whether it is final."""
@@ -58,28 +62,92 @@ class Lagged(WirelabError):
 
 
 class _Follower:
-    __slots__ = ("cursor", "lagged", "push", "task", "wakeup")
+    """A reader's cursor on a topic. While it rests (caught up), a new entry is pushed to it if it
+    can take one synchronously; otherwise it is made to `pull`, a page at a time, in a task."""
 
-    def __init__(self, cursor: int, task: asyncio.Task[Any], push: Push | None) -> None:
+    __slots__ = ("cursor", "lagged", "push", "task")
+
+    def __init__(self, cursor: int, push: Push | None, task: asyncio.Task[Any] | None) -> None:
         self.cursor = cursor
-        self.task = task
         self.push = push
+        self.task = task  # the task that pulls for it, if any
         self.lagged = False
-        self.wakeup: asyncio.Future[None] | None = None  # set while asleep, caught up
+
+    @property
+    def reading(self) -> bool:
+        """Busy pulling: it reads again before it rests, so it needs no offers."""
+        raise NotImplementedError
+
+    def pull(self) -> None:
+        """Make it read what is new, unless it is reading already."""
+        raise NotImplementedError
 
     def offer(self, entry: Entry) -> None:
-        """A new entry exists: push it if we can, else wake the task to pull it."""
-        if self.wakeup is None:
-            return  # busy delivering; it reads again before it sleeps
+        """A new entry exists: push it if we can, else have it pulled."""
+        if self.reading:
+            return
         caught_up = self.cursor == entry.version - 1
         if self.push is not None and caught_up and not entry.final and self.push(entry):
             self.cursor = entry.version
             return
-        self.wake()
+        self.pull()
 
-    def wake(self) -> None:
+    def drop(self) -> None:
+        """Too far behind: cancel the task pulling for it, which then raises Lagged."""
+        self.lagged = True
+        if self.task is not None:
+            self.task.cancel()
+
+
+class _Sleeper(_Follower):
+    """A follower of `follow`: the caller's own task, asleep on `wakeup` while caught up."""
+
+    __slots__ = ("wakeup",)
+
+    def __init__(self, cursor: int, push: Push | None) -> None:
+        super().__init__(cursor, push, asyncio.current_task())
+        self.wakeup: asyncio.Future[None] | None = None
+
+    @property
+    def reading(self) -> bool:
+        return self.wakeup is None
+
+    def pull(self) -> None:
         if self.wakeup is not None and not self.wakeup.done():
             self.wakeup.set_result(None)
+
+
+class Subscription(_Follower):
+    """A follower of `Feed.subscribe`: no task of its own while caught up, one only to pull."""
+
+    __slots__ = ("_feed", "_topic", "deliver", "on_end")
+
+    def __init__(
+        self, feed: Feed, topic: _Topic, cursor: int, deliver: Deliver, push: Push, on_end: Ended
+    ) -> None:
+        super().__init__(cursor, push, None)
+        self._feed = feed
+        self._topic = topic
+        self.deliver = deliver
+        self.on_end = on_end
+
+    @property
+    def topic(self) -> str:
+        return self._topic.log.topic
+
+    @property
+    def reading(self) -> bool:
+        return self.task is not None
+
+    def pull(self) -> None:
+        if self.task is None:
+            self.task = asyncio.create_task(self._feed._pull(self._topic, self))
+
+    def cancel(self) -> None:
+        """Stop following (unsubscribe); `on_end` is not called."""
+        self._feed._leave(self._topic, self)
+        if self.task is not None:
+            self.task.cancel()
 
 
 class _Topic:
@@ -257,39 +325,81 @@ class Feed:
         versions behind.
         """
         t = await self._topic(topic)
-        me = _Follower(after, asyncio.current_task(), push)  # type: ignore[arg-type]
+        me = _Sleeper(after, push)
         t.followers.add(me)
         try:
             return await self._pump(t, me, deliver, idle, on_idle)
         except asyncio.CancelledError:
             if not me.lagged:
                 raise
-            me.task.uncancel()
+            me.task.uncancel()  # type: ignore[union-attr]
             raise Lagged(topic, me.cursor) from None
         finally:
-            t.followers.discard(me)
-            self._evict_if_done(t)
+            self._leave(t, me)
 
     async def _pump(
         self,
         t: _Topic,
-        me: _Follower,
+        me: _Sleeper,
         deliver: Deliver,
         idle: float | None,
         on_idle: Callable[[], Awaitable[None]] | None,
     ) -> int:
-        while not self._closed and not (t.log.closed and me.cursor >= t.log.head):
+        while not await self._drain(t, me, deliver):
+            if not await self._sleep(t, me, idle) and on_idle:
+                await on_idle()
+        return me.cursor
+
+    async def subscribe(
+        self, topic: str, after: int, deliver: Deliver, *, push: Push, on_end: Ended
+    ) -> Subscription:
+        """Deliver every entry after `after` in order, as `follow` does, but with no task while
+        caught up: `push` takes each new entry as it is published, and a task runs only while
+        there is something to pull (from `after` at first, or an entry `push` declined). So an
+        idle subscriber costs one object instead of a task and its stack.
+
+        `on_end` runs once, in that task, with the subscription and why it ended: None after the
+        final entry or when the feed closes, Lagged when it fell more than `max_lag` versions
+        behind, or what `deliver` raised. `cancel()` on the subscription ends it without `on_end`.
+        """
+        t = await self._topic(topic)
+        me = Subscription(self, t, after, deliver, push, on_end)
+        t.followers.add(me)
+        me.pull()
+        return me
+
+    async def _pull(self, t: _Topic, me: Subscription) -> None:
+        """Page a subscription up to the head; then it rests without a task again, or it ends."""
+        reason: BaseException | None = None
+        try:
+            if not await self._drain(t, me, me.deliver):
+                me.task = None  # caught up, and no await since the head was read: pushes resume
+                return
+        except asyncio.CancelledError:
+            if not me.lagged:
+                raise
+            me.task.uncancel()  # type: ignore[union-attr]
+            reason = Lagged(t.log.topic, me.cursor)
+        except Exception as error:  # most likely the transport is gone; `on_end` tells
+            reason = error
+        self._leave(t, me)
+        await me.on_end(me, reason)
+
+    async def _drain(self, t: _Topic, me: _Follower, deliver: Deliver) -> bool:
+        """Deliver the entries after the cursor a page at a time until caught up with the head;
+        True if nothing more can come (the final entry was delivered, or the feed closed)."""
+        while not self._closed:
             entries = await self._read(t, me.cursor, READ_PAGE)
             for entry in entries:
                 await deliver(entry)
                 me.cursor = entry.version
                 if entry.final:
-                    return me.cursor
-            if not entries and not await self._sleep(t, me, idle) and on_idle:
-                await on_idle()
-        return me.cursor
+                    return True
+            if me.cursor >= t.log.head:
+                return t.log.closed
+        return True
 
-    async def _sleep(self, t: _Topic, me: _Follower, seconds: float | None) -> bool:
+    async def _sleep(self, t: _Topic, me: _Sleeper, seconds: float | None) -> bool:
         """Sleep until offered something to pull; False if `seconds` passed first."""
         if t.log.head > me.cursor or self._closed:
             return True
@@ -314,7 +424,7 @@ class Feed:
         for t in self._topics.values():
             t.changed.set()
             for follower in t.followers:
-                follower.wake()
+                follower.pull()
 
     def statistics(self) -> dict[str, int]:
         topics = self._topics.values()
@@ -343,14 +453,17 @@ class Feed:
         for f in t.followers:
             f.offer(entry)
             if not f.lagged and entry.version - f.cursor > self._max_lag:
-                f.lagged = True
-                f.task.cancel()
+                f.drop()
 
     def _announce_if_moved(self, t: _Topic, head: int) -> None:
         """Wake readers only when the topic gained entries (a declined update, or a wake-up that
         brought nothing new, must not send every long poll round its loop again)."""
         if t.log.head != head:
             self._announce(t)
+
+    def _leave(self, t: _Topic, me: _Follower) -> None:
+        t.followers.discard(me)
+        self._evict_if_done(t)
 
     def _evict_if_done(self, t: _Topic) -> None:
         """A closed topic nobody watches needs no memory; the store still has it."""

@@ -187,6 +187,10 @@ async def send_problem(send: Send, error: ProblemError, *, instance: str | None 
     )
 
 
+def _decline(frame: bytes) -> bool:
+    return False
+
+
 class WebSocketClosed(WirelabError):
     """The peer closed the WebSocket (or the server is closing it)."""
 
@@ -238,10 +242,12 @@ class WebSocket:
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._send_message({"type": "websocket.close", "code": code, "reason": reason[:120]})
 
-    def write_frame_nowait(self, frame: bytes) -> bool:
-        """Write a pre-encoded frame at once if the server supports it and the socket can take it."""
-        write = self.scope.get("extensions", {}).get(WRITE_FRAME)
-        return bool(write(frame)) if write is not None else False
+    def frame_writer(self) -> Callable[[bytes], bool]:
+        """What writes a pre-encoded frame at once if the socket can take it, and says False when it
+        cannot (or the server has no such extension). Looked up once and called per message, so a
+        fan-out's loop touches the connection itself and nothing on the way to it."""
+        write: Callable[[bytes], bool] | None = self.scope.get("extensions", {}).get(WRITE_FRAME)
+        return write if write is not None else _decline
 
     def abort(self) -> None:
         """End the connection from outside its receive loop, even if its buffers are full.
