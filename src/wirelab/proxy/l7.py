@@ -58,14 +58,15 @@ from wirelab.proto.breaker import Breakers, BreakerTransition
 from wirelab.proto.forwarding import end_to_end, for_http2, forwarded_for, replayable, via
 from wirelab.proto.http1 import Request
 from wirelab.proxy.l7config import L7Config, PoolConfig, TLSSettings
-from wirelab.proxy.l7fast import serve_fast
+from wirelab.proxy.l7fast import H2_PREFACE, serve_fast
 from wirelab.proxy.metrics import Metrics
 
 __all__ = ["L7Balancer", "serve"]
 
 log = logging.getLogger("wirelab.proxy.l7")
 
-H2_PREFACE = b"PRI * HTTP/2.0\r\n"
+ROUTES_REMEMBERED = 4096
+_UNSEEN = ""  # no pool has an empty name
 
 
 class L7Balancer:
@@ -152,6 +153,7 @@ class L7Balancer:
         self.pools = pools
         self.breakers.update(config.breaker, (b.address for p in config.pools for b in p.backends))
         self.pool_configs = {pool.name: pool for pool in config.pools}
+        self._routes_seen: dict[tuple[str, bytes], str | None] = {}
         self.metrics_path = None if config.metrics_path is None else config.metrics_path.encode()
         self._tls = _tls_context(config.tls) if config.tls else None
         self.config = config
@@ -222,8 +224,18 @@ class L7Balancer:
         await serve_h1(client, self.handle, address, scheme=scheme, header_timeout=config.header_timeout_s)
 
     def route(self, request: Request) -> str | None:
-        """The name of the pool `request` goes to; None if no route takes it."""
-        return self.config.routes.match(_host(request), request.target.partition(b"?")[0])
+        """The name of the pool `request` goes to; None if no route takes it.
+
+        Remembered per host and path, as most requests repeat both (at most ROUTES_REMEMBERED, then
+        forgotten all at once, so a client cannot make it grow)."""
+        key = (_host(request), request.target.partition(b"?")[0])
+        seen = self._routes_seen
+        name = seen.get(key, _UNSEEN)
+        if name is _UNSEEN:
+            if len(seen) >= ROUTES_REMEMBERED:
+                seen.clear()
+            name = seen[key] = self.config.routes.match(*key)
+        return name
 
     async def handle(self, request: Request, downstream: Downstream, peer: str) -> bool:
         """Answer one request, retrying it elsewhere while that is safe; True to keep the connection."""

@@ -44,7 +44,7 @@ from wirelab.proto.http1 import (
 if TYPE_CHECKING:
     from wirelab.proxy.l7 import L7Balancer
 
-__all__ = ["serve_fast"]
+__all__ = ["H2_PREFACE", "serve_fast"]
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n"
 
