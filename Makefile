@@ -6,18 +6,23 @@ BIN := $(VENV)/bin
 LOCK := requirements.lock
 STAMP := $(VENV)/.installed
 
-.PHONY: up test check lock lock-check peers bench clean
+.PHONY: up test check lock lock-check peers bench clean native
 
 lock-check:  ## fail, saying what to run, when pyproject.toml's dependencies changed after the lock was made
 	@$(PYTHON) .ci/lock.py check $(LOCK)
 
 # A new lock makes a new venv, so nothing from an earlier lock lingers. The project goes in without
 # build isolation: its build backend is the lock's setuptools, not whatever the index has today.
-$(STAMP): $(LOCK) pyproject.toml | lock-check
+$(STAMP): $(LOCK) pyproject.toml setup.py | lock-check
 	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
+
+# The project's protocol modules are compiled (mypyc, setup.py) as it installs; after editing one, its
+# source runs (slower) until this builds them again.
+native: $(STAMP)  ## rebuild the compiled protocol modules after editing them
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 
 up: $(STAMP)  ## run the Job Status service on embedded defaults (127.0.0.1:8000)
 	$(BIN)/wirelab up

@@ -18,6 +18,8 @@ llhttp's finish).
 
 from __future__ import annotations
 
+from itertools import chain
+
 import httptools
 
 from wirelab.proto.http1 import (
@@ -54,6 +56,7 @@ PARSERS = ("llhttp", "python")
 or ours, in Python (`wirelab.proto.http1`); `wirelab bench lb` runs the balancer with each."""
 DEFAULT_PARSER = PARSERS[0]
 
+_BODIES = (Sized, Chunked)
 _MIDDLE = "the connection closed in the middle of a message"
 
 
@@ -142,7 +145,7 @@ class _Llhttp:
         """The field section just read, within the limits, names lowercase, values without the
         trailing whitespace llhttp leaves (it drops the leading)."""
         fields, limits = self._fields, self.limits
-        if sum([len(name) + len(value) + 4 for name, value in fields]) > limits.max_header_bytes:
+        if sum(map(len, chain.from_iterable(fields))) + 4 * len(fields) > limits.max_header_bytes:
             raise _fields_too_large(limits)
         return tuple([(name.lower(), value.rstrip(b" \t")) for name, value in fields])
 
@@ -357,7 +360,7 @@ class LlhttpResponseParser(_Llhttp):
         self._interim = body is Body.INTERIM
         if body is Body.TUNNEL:
             raise _Switched
-        if isinstance(body, Sized | Chunked):
+        if isinstance(body, _BODIES):
             self._body(body)
         elif self._until_close:
             self._in_body, self._body_bytes = True, 0

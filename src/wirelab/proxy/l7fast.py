@@ -33,7 +33,6 @@ from wirelab.proto.balance import Backend, Pool
 from wirelab.proto.forwarding import replayable, via
 from wirelab.proto.http1 import (
     Data,
-    EndOfMessage,
     Event,
     HTTPRequestError,
     HTTPResponseError,
@@ -144,7 +143,7 @@ class _Front(asyncio.Protocol):
     def _next(self) -> None:
         """Forward the next request parsed, or hand the connection over if this path cannot."""
         pending = self._pending
-        while pending and isinstance(pending[0], Data | EndOfMessage):
+        while pending and not isinstance(pending[0], Request):
             pending.popleft()  # the end of a bodyless request already forwarded
         if not pending:
             if self.parser.error is not None:
