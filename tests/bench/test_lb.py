@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.helpers import unavailable
+from wirelab._compiled import compiled
 from wirelab.bench import lb, lb_l7
 from wirelab.bench.commands import bench
 
@@ -288,8 +289,13 @@ def test_end_to_end_every_impl_moves_bytes_connections_and_requests(tmp_path: Pa
         assert rows[impl]["l7_python_req_per_s"] > 0, impl
         assert rows[impl]["l7_python_errors"] == 0, impl
         assert rows[impl]["l7_python_balancer_cpu_us"] > 0, impl
+        assert rows[impl]["l7_interpreted_req_per_s"] > 0, impl
+        assert rows[impl]["l7_interpreted_errors"] == 0, impl
+        assert rows[impl]["l7_interpreted_balancer_cpu_us"] > 0, impl
+        assert rows[impl]["compiled"] is compiled(), impl
     assert "l7_python_req_per_s" not in rows["haproxy"]
     assert "read by the Python parser" in result.output
+    assert "with the protocol modules interpreted" in result.output
     assert rows["wirelab-splice"]["l7_h2_req_per_s_vs_haproxy"] > 0
     assert rows["wirelab-splice"]["l7_h2_upstream_req_per_s_vs_haproxy"] > 0
     assert "l7_h2_req_per_s" not in rows["direct"]

@@ -29,7 +29,9 @@ and, on the rows of our balancer and HAProxy, the same wrk load in three more wa
 balancer to an HTTP/2 backend (h2c) and from h2load's HTTP/2 clients; relayed at layer 4 instead
 (`wirelab lb l4 --copy`, HAProxy `mode tcp`), the same bytes with no HTTP work at all, which is what
 the balancer's machinery costs before any HTTP; and, for ours, with `--parser python` (the lab's
-own HTTP/1.1 parser instead of llhttp), which shows what parsing costs.
+own HTTP/1.1 parser instead of llhttp), which shows what parsing costs, and with its protocol
+modules interpreted instead of compiled (WIRELAB_PURE_PYTHON, see `wirelab._compiled`), which shows
+what compiling them gains.
 
 Beside each figure, the share of a core the balancer used meanwhile (from its CPU time): a balancer
 under 100% was held back by the load, not by itself, which `direct` then shows.
@@ -63,6 +65,7 @@ import psutil
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
+from wirelab._compiled import PURE_PYTHON_ENV, compiled
 from wirelab.bench.lb_l7 import (
     WRK_CONNECTIONS,
     h2load_req_per_s,
@@ -114,7 +117,8 @@ H2_IMPLS = ("wirelab-splice", "haproxy")
 """The rows with HTTP/2 figures (h2load clients over h2c to an HTTP/1.1 backend; wrk's HTTP/1.1
 clients to an HTTP/2 backend over h2c), so not direct."""
 PARSER_IMPLS = ("wirelab-splice",)
-"""The rows that also show `wirelab lb l7 --parser python` (ours instead of llhttp)."""
+"""The rows that also show `wirelab lb l7 --parser python` (ours instead of llhttp) and the balancer
+with its protocol modules interpreted."""
 RATIOS = (*GOALS, "l7_h2_req_per_s", "l7_h2_upstream_req_per_s", "l7_relayed_req_per_s")
 """The figures compared with HAProxy's: the goals', and those over HTTP/2, which have none."""
 L7_KEYS = ("l7_req_per_s", "l7_p50_ms", "l7_p99_ms")
@@ -155,6 +159,8 @@ L7_COLUMNS = (
     Column("l7_balancer_cpu_us", "CPU µs/req", ",.0f"),
     Column("l7_python_req_per_s", "python parser req/s", ",.0f"),
     Column("l7_python_balancer_cpu_us", "python parser CPU µs/req", ",.0f"),
+    Column("l7_interpreted_req_per_s", "interpreted req/s", ",.0f"),
+    Column("l7_interpreted_balancer_cpu_us", "interpreted CPU µs/req", ",.0f"),
     Column("l7_relayed_req_per_s", "relayed at L4 req/s", ",.0f"),
     Column("l7_relayed_req_per_s_vs_haproxy", "x haproxy", ".2f"),
     Column("l7_relayed_balancer_cpu_us", "relayed CPU µs/req", ",.0f"),
@@ -354,11 +360,17 @@ def serve_echo(port: int) -> None:
 
 
 @contextlib.contextmanager
-def run_process(command: list[str], port: int, log: Path, cores: frozenset[int] | None) -> Iterator[int]:
+def run_process(
+    command: list[str],
+    port: int,
+    log: Path,
+    cores: frozenset[int] | None,
+    env: dict[str, str] | None = None,
+) -> Iterator[int]:
     """Run `command` pinned to `cores` until it listens on `port`, yield its pid; stop it after."""
     pin = None if cores is None else functools.partial(os.sched_setaffinity, 0, cores)
     with log.open("ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=pin)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=pin, env=env)
     try:
         _wait_listening(port, process, log, name=Path(command[0]).name)
         yield process.pid
@@ -436,8 +448,10 @@ class _Lab:
         h2: bool = False,
         h2_upstream: bool = False,
         parser: str | None = None,
+        interpreted: bool = False,
     ) -> Iterator[int]:
-        """The port that clients of `impl` connect to: a fresh balancer's, or the backend's for direct.
+        """The port that clients of `impl` connect to: a fresh balancer's, or the backend's for direct;
+        `interpreted`: ours with its protocol modules run from source.
 
         Sets `busy[key]` to the share of a core (percent) the balancer used while the block ran: below
         100, the balancer was not what limited the figure.
@@ -456,9 +470,9 @@ class _Lab:
             h2_upstream=h2_upstream,
             parser=parser,
         )
-        with run_process(
-            command, port, self.workdir / f"{impl}-l{layer}.log", self.pinning.balancer
-        ) as pid:
+        env = {**os.environ, PURE_PYTHON_ENV: "1"} if interpreted else None
+        log = self.workdir / f"{impl}-l{layer}.log"
+        with run_process(command, port, log, self.pinning.balancer, env) as pid:
             cpu, started = cpu_seconds(pid), time.perf_counter()
             yield port
             busy[key] = 100 * (cpu_seconds(pid) - cpu) / (time.perf_counter() - started)
@@ -500,6 +514,10 @@ def _measure(lab: _Lab, impl: str, progress: Progress, task: TaskID) -> dict[str
         progress.update(task, description=f"{impl}: L7 with the Python parser (wrk)")
         python: dict[str, Any] = {"backend": lab.nginx_port, "layer": 7, "parser": "python"}
         _load(lab, impl, row, busy, "l7_python", wrk_req_per_s, **python)
+        progress.update(task, description=f"{impl}: L7 with its protocol modules interpreted (wrk)")
+        interpreted: dict[str, Any] = {"backend": lab.nginx_port, "layer": 7, "interpreted": True}
+        _load(lab, impl, row, busy, "l7_interpreted", wrk_req_per_s, **interpreted)
+        row["compiled"] = compiled()
     progress.advance(task)
     return {**row, **busy}
 
@@ -607,7 +625,7 @@ def _empty(row: dict[str, Any]) -> bool:
         if row["impl"] in H2_IMPLS
         else ()
     )
-    keys += ("l7_python_req_per_s",) if row["impl"] in PARSER_IMPLS else ()
+    keys += ("l7_python_req_per_s", "l7_interpreted_req_per_s") if row["impl"] in PARSER_IMPLS else ()
     return any(row.get(key, 0) <= 0 for key in keys)
 
 
@@ -634,6 +652,7 @@ def summary(rows: Sequence[dict[str, Any]]) -> list[str]:
         ("l4_conn_balancer_cpu_us", "new connection"),
         ("l7_balancer_cpu_us", "L7 request"),
         ("l7_python_balancer_cpu_us", "L7 request read by the Python parser"),
+        ("l7_interpreted_balancer_cpu_us", "L7 request with the protocol modules interpreted"),
         ("l7_relayed_balancer_cpu_us", "L7 request relayed at layer 4 (no HTTP work)"),
         ("l7_h2_balancer_cpu_us", "L7 request over HTTP/2"),
     )
@@ -641,6 +660,10 @@ def summary(rows: Sequence[dict[str, Any]]) -> list[str]:
         costs = [_cost(r, rows, key) for r in rows if key in r]
         if costs:
             lines.append(f"balancer CPU per {what}: {', '.join(costs)}")
+    for row in rows:
+        if "compiled" in row:
+            how = "compiled (mypyc)" if row["compiled"] else "interpreted: no current build (`make native`)"
+            lines.append(f"{row['impl']}: the L7 row ran with its protocol modules {how}")
     lines.append("direct: no balancer, the ceiling of the clients and backends on their cores")
     return lines
 
