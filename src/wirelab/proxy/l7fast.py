@@ -332,11 +332,11 @@ class _Exchange:
         self.upstream_data(b"")  # the end of a body that runs to the close, or a failure
 
     def abandon(self) -> None:
-        """The client went away: the backend connection, mid-answer, cannot be reused."""
+        """The client went away: the backend connection, mid-answer, cannot be reused, and the
+        breaker has no verdict on it (the head's status counts only once the answer is whole)."""
         self.upstream.close()
         self._end()
-        if not self.answered:
-            self.front.balancer.breakers[self.backend.address].release()
+        self.front.balancer.breakers[self.backend.address].release()
         self.front.balancer.ended()
 
     def _end(self) -> None:
