@@ -9,14 +9,14 @@ from setuptools import setup
 
 
 def extensions() -> list[object]:
-    if os.environ.get("WIRELAB_PURE_PYTHON"):
+    listed = runpy.run_path("src/wirelab/_compiled.py")
+    if os.environ.get(listed["PURE_PYTHON_ENV"]):
         return []
     try:
         from mypyc.build import mypycify
     except ImportError:
         return []
-    names = runpy.run_path("src/wirelab/_compiled.py")["COMPILED"]
-    paths = ["src/" + name.replace(".", "/") + ".py" for name in names]
+    paths = ["src/" + name.replace(".", "/") + ".py" for name in listed["COMPILED"]]
     modules = mypycify(paths, opt_level="3")
     for module in modules:
         module.optional = True  # a failed build leaves the plain Python modules in place
