@@ -110,6 +110,28 @@ _SERVER_OPTIONS = [
         show_envvar=True,
         help="TCP port (0: any free).",
     ),
+    click.option(
+        "--http",
+        "versions",
+        default="1.1",
+        show_default=True,
+        callback=lambda _ctx, _param, value: _http_versions(value),
+        envvar="WIRELAB_HTTP",
+        show_envvar=True,
+        help="HTTP versions to serve, comma-separated: 1.1, 2, 3. 1.1 alone is uvicorn in the clear on "
+        "--port; with 2 or 3, hypercorn serves HTTP/1.1 and h2c on --port, HTTP/1.1 and HTTP/2 over TLS "
+        "on TCP --tls-port and HTTP/3 on UDP --tls-port, with a certificate from the lab's CA (see "
+        "`wirelab ca`). HTTP/1.0 requests are answered wherever HTTP/1.1 is.",
+    ),
+    click.option(
+        "--tls-port",
+        default=8443,
+        show_default=True,
+        type=click.IntRange(1, 65535),
+        envvar="WIRELAB_TLS_PORT",
+        show_envvar=True,
+        help="TCP port of HTTPS (HTTP/1.1 and HTTP/2) and UDP port of HTTP/3, when --http has 2 or 3.",
+    ),
     _DATA_DIR,
     click.option(
         "--store",
@@ -268,6 +290,8 @@ def _serve_app(options: dict[str, Any], *, pipeline: bool, dispatch: bool) -> No
     from wirelab.http.serve import serve
 
     access_log = options.pop("access_log")
+    versions: frozenset[str] = options.pop("versions")
+    tls_port: int = options.pop("tls_port")
     limit_names = ("header_timeout_s", "idle_timeout_s", "body_timeout_s", "max_connections")
     try:
         chosen = {name: options.pop(name) for name in limit_names}
@@ -276,17 +300,48 @@ def _serve_app(options: dict[str, Any], *, pipeline: bool, dispatch: bool) -> No
         app = WirelabApp(config)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    _print_urls(config.host, config.port)
-    serve(
+    settings: dict[str, Any] = {
+        "on_stop": app.begin_shutdown,
+        "ws_max_size": config.ws_max_size,
+        "limits": config.limits,
+        "access_log": access_log,
+        "log_level": config.log_level,
+    }
+    if versions == {"1.1"}:
+        _print_urls(config.host, config.port)
+        serve(app, host=config.host, port=config.port, **settings)
+        return
+    from wirelab.http.serve import serve_versions
+    from wirelab.net.tls import CertificateAuthority
+
+    wildcard = config.host in ("0.0.0.0", "::")
+    names = list(dict.fromkeys(["localhost", "127.0.0.1", "::1", *([] if wildcard else [config.host])]))
+    try:
+        certificate = CertificateAuthority.load_or_create(config.data_dir / "ca").issue(names)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    _print_urls(config.host, config.port, tls_port=tls_port, versions=versions)
+    serve_versions(
         app,
         host=config.host,
         port=config.port,
-        on_stop=app.begin_shutdown,
-        ws_max_size=config.ws_max_size,
-        limits=config.limits,
-        access_log=access_log,
-        log_level=config.log_level,
+        tls_port=tls_port,
+        versions=versions,
+        certificate=certificate,
+        **settings,
     )
+
+
+def _http_versions(value: str) -> frozenset[str]:
+    """`--http 1.1,2,3` as a set; HTTP/1.1 is always in it (HTTP/2 and HTTP/3 are found through it)."""
+    from wirelab.http.serve import VERSIONS
+
+    asked = {part.strip() for part in value.split(",") if part.strip()}
+    unknown = sorted(asked - set(VERSIONS))
+    if unknown:
+        hint = " (HTTP/1.0 requests are answered wherever 1.1 is)" if "1.0" in unknown else ""
+        raise click.BadParameter(f"{', '.join(unknown)} unknown: choose among {', '.join(VERSIONS)}{hint}")
+    return frozenset(asked | {"1.1"})
 
 
 _VIA_HELP = (
@@ -659,16 +714,26 @@ async def _upload(
     return await _watch(url, result.job, via, interval, wait)
 
 
-def _print_urls(host: str, port: int) -> None:
+def _print_urls(host: str, port: int, *, tls_port: int = 0, versions: frozenset[str] = frozenset()) -> None:
     base = f"http://{host}:{port}"
     ws = f"ws://{host}:{port}"
     lines = [
+        ("gallery", f"{base}/gallery"),
         ("jobs", f"POST {base}/jobs   GET {base}/jobs/ID[?after=V&wait=S]"),
         ("server-sent events", f"{base}/jobs/ID/events   {base}/topics/logins/events"),
         ("websocket push", f"{ws}/ws   (echo: {ws}/ws/echo)"),
         ("logins demo", f"POST {base}/logins"),
         ("health", f"{base}/healthz"),
     ]
+    if tls_port:
+        secure = f"https://{host}:{tls_port}"
+        over = " and HTTP/3 (UDP)" if "3" in versions else ""
+        h2 = "HTTP/2 and " if "2" in versions else ""
+        lines.append(
+            ("https", f"{secure}/gallery   ({h2}HTTP/1.1 over TLS{over}; trust .wirelab/ca/ca.pem)")
+        )
+        if "2" in versions:
+            lines.append(("h2c", f"{base}/gallery   (curl --http2-prior-knowledge)"))
     for name, text in lines:
         click.echo(f"  {name:<20} {text}", err=True)
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from wirelab.app.auth import MAX_USER, auth_routes
 from wirelab.app.comments import comment_routes
+from wirelab.app.gallery import gallery_routes
 from wirelab.app.config import Config
 from wirelab.app.jobs import Jobs
 from wirelab.app.openapi import build_document
@@ -166,6 +167,7 @@ def build_router(
         router.http(method, path, handler)
     comment_routes(router, store, idempotency)
     auth_routes(router, config)
+    gallery_routes(router)
     router.websocket("/ws", functools.partial(serve_push, feed, check_topic=check_topic))
     router.websocket("/ws/echo", serve_echo)
     document = json.dumps(build_document(max_image_bytes=config.max_image_bytes)).encode()

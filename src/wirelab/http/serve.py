@@ -1,24 +1,39 @@
-"""Run an ASGI application on uvicorn: HTTP/1.1 with httptools under our connection limits (`guard`),
-WebSocket with websockets' sans-I/O core (extended in `wsprotocol`).
+"""Run an ASGI application: on uvicorn for HTTP/1.1 alone (`serve`), on hypercorn for HTTP/2 and
+HTTP/3 as well (`serve_versions`).
 
-Our server subclass changes one thing: on SIGINT or SIGTERM it first tells the application to begin
-shutting down (so streams end now instead of when uvicorn's grace period runs out), then lets uvicorn
-drain connections, and it does not re-raise the signal afterwards, so a graceful stop exits 0.
+uvicorn is the default: HTTP/1.1 with httptools under our connection limits (`guard`), WebSocket with
+websockets' sans-I/O core (extended in `wsprotocol`); it is the fastest of the two at HTTP/1.1 and
+the one the hostile-client defences are built into. It speaks no HTTP/2 or HTTP/3, so when those are
+asked for, hypercorn serves instead: one server that speaks HTTP/1.1 (h11), HTTP/2 (h2, over TLS with
+ALPN and as h2c on the clear port, WebSocket over HTTP/2 by RFC 8441's extended CONNECT) and HTTP/3
+(aioquic), all to the same ASGI application, and advertises h3 with Alt-Svc. Its own limits apply
+there (h11's head size, h2's stream and header-list caps, the keep-alive timeout), not `guard`'s.
+
+Either way, on SIGINT or SIGTERM the application is first told to begin shutting down (so streams end
+now instead of when the grace period runs out), then the server drains connections, and a graceful
+stop exits 0.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Collection, Generator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from wirelab.http.guard import ConnectionLimits, Guard
+from wirelab.net.loop import runner
+from wirelab.net.tls import CIPHERS
 
-__all__ = ["serve"]
+__all__ = ["VERSIONS", "serve", "serve_versions"]
+
+VERSIONS = ("1.1", "2", "3")
+"""What `serve_versions` can speak (HTTP/1.0 requests are answered wherever HTTP/1.1 is)."""
 
 
 class _Server(uvicorn.Server):
@@ -73,3 +88,56 @@ def serve(
         server_header=False,
     )
     _Server(config, on_stop).run()
+
+
+def serve_versions(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    tls_port: int,
+    versions: Collection[str],
+    certificate: tuple[Path, Path],
+    on_stop: Callable[[], None],
+    ws_max_size: int,
+    limits: ConnectionLimits,
+    access_log: bool,
+    log_level: str,
+) -> None:
+    """Serve `versions` (some of VERSIONS) with hypercorn: HTTP/1.1 and h2c on `port` in the clear,
+    HTTP/1.1 and HTTP/2 over TLS on TCP `tls_port` (ALPN picks), HTTP/3 on UDP `tls_port`."""
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    cert, key = certificate
+    config = Config()
+    config.insecure_bind = [f"{host}:{port}"]
+    config.bind = [f"{host}:{tls_port}"]
+    if "3" in versions:
+        config.quic_bind = [f"{host}:{tls_port}"]
+    config.certfile, config.keyfile = str(cert), str(key)
+    config.ciphers = CIPHERS
+    config.alpn_protocols = ["h2", "http/1.1"] if "2" in versions else ["http/1.1"]
+    config.keep_alive_timeout = limits.idle_timeout_s
+    config.websocket_max_message_size = ws_max_size
+    config.graceful_timeout = 10
+    config.include_server_header = False
+    config.accesslog = logging.getLogger("hypercorn.access") if access_log else None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)-8s %(name)s: %(message)s")
+
+    async def run() -> None:
+        stopping = asyncio.Event()
+
+        def stop() -> None:
+            if not stopping.is_set():
+                on_stop()
+                stopping.set()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
+        await hypercorn_serve(app, config, shutdown_trigger=stopping.wait, mode="asgi")
+
+    with runner() as loop_runner:
+        loop_runner.run(run())

@@ -39,13 +39,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from wirelab.errors import ConfigError
 
-__all__ = ["CertificateAuthority", "client_context", "server_context"]
+__all__ = ["CIPHERS", "CertificateAuthority", "client_context", "server_context"]
 
 _CA_LIFETIME = datetime.timedelta(days=3650)
 _LEAF_LIFETIME = datetime.timedelta(days=90)
 _RENEW_BEFORE = datetime.timedelta(days=1)
 _BACKDATE = datetime.timedelta(hours=1)  # tolerate a peer whose clock is a little behind ours
-_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"  # TLS 1.2 only; TLS 1.3 suites are all AEAD
+CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"  # TLS 1.2 only; TLS 1.3 suites are all AEAD
 
 T = TypeVar("T")
 GeneralName = x509.DNSName | x509.IPAddress
@@ -152,7 +152,7 @@ def client_context(
 
 def _configure(context: ssl.SSLContext, alpn: Sequence[str]) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_ciphers(_CIPHERS)
+    context.set_ciphers(CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION  # RFC 9113 §9.2.1
     context.set_alpn_protocols(list(alpn))
     return context

@@ -58,6 +58,7 @@ def build_document(*, max_image_bytes: int) -> Json:
             **paths.logins(),
             **paths.comments(),
             **paths.auth(),
+            **paths.gallery(),
             **paths.service(),
         },
         "components": components(max_image_bytes=max_image_bytes),

@@ -7,6 +7,7 @@ answer is what its handler can raise (the problems) or send, read from the handl
 from __future__ import annotations
 
 from wirelab.app.comments import LIST_LIMIT
+from wirelab.app.gallery import THUMBNAILS
 from wirelab.app.openapi.components import ID32, IMAGE_TYPES, TARGET_LIST
 from wirelab.app.openapi.shapes import (
     Json,
@@ -29,7 +30,7 @@ from wirelab.app.openapi.shapes import (
 )
 from wirelab.proto.pipeline import TARGETS
 
-__all__ = ["auth", "comments", "images", "jobs", "logins", "service"]
+__all__ = ["auth", "comments", "gallery", "images", "jobs", "logins", "service"]
 
 BODY_PROBLEMS = (400, 413, 415, 422)
 """What reading and checking a JSON body may refuse: its syntax, its size, its type, its meaning."""
@@ -227,6 +228,28 @@ def auth() -> Json:
                 security=[{"bearer": []}, {"session": []}],
             ),
         },
+    }
+
+
+def gallery() -> Json:
+    """The page `wirelab bench multiplex` and a browser load over each HTTP version."""
+
+    def static(operation_id: str, summary: str, media_type: str) -> Json:
+        ok = response(summary + ".", {media_type: {"schema": binary(media_type)}})
+        return {"get": op(operation_id, "gallery", summary, {"200": ok})}
+
+    thumb = static("getGalleryThumbnail", "One generated thumbnail, a PNG of a few KiB", "image/png")
+    thumb["get"]["parameters"] = [
+        path_param("n", string(pattern="^[0-9]{3}$"), f"Which thumbnail: 000 to {THUMBNAILS - 1:03d}.")
+    ]
+    thumb["get"]["responses"].update(problems(404))
+    return {
+        "/gallery": static(
+            "getGallery", f"A page of {THUMBNAILS} thumbnails, a stylesheet and a script", "text/html"
+        ),
+        "/gallery/style.css": static("getGalleryStyle", "The gallery's stylesheet", "text/css"),
+        "/gallery/app.js": static("getGalleryScript", "The gallery's script", "text/javascript"),
+        "/gallery/thumbs/{n}.png": thumb,
     }
 
 
