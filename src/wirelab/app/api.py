@@ -30,8 +30,8 @@ from typing import Any
 
 from wirelab.app.auth import MAX_USER, auth_routes
 from wirelab.app.comments import comment_routes
-from wirelab.app.gallery import gallery_routes
 from wirelab.app.config import Config
+from wirelab.app.gallery import gallery_routes
 from wirelab.app.jobs import Jobs
 from wirelab.app.openapi import build_document
 from wirelab.errors import NotFound, Unprocessable

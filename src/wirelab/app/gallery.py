@@ -4,6 +4,8 @@ GET /gallery                 the HTML page: 100 thumbnails, one stylesheet, one 
 GET /gallery/style.css       the stylesheet
 GET /gallery/app.js          the script: it shows which protocol carried the page and its images
 GET /gallery/thumbs/{n}.png  thumbnail n (000 to 099), a generated PNG of a few KiB
+GET /gallery/blob/{size}     `size` bytes (at most 64 MiB) in 64 KiB writes: one big body, to watch
+                             flow control (HTTP/2 windows) and loss recovery (HTTP/3) at work
 
 A page of many small resources is where the versions differ most: HTTP/1.1 queues them on a few
 connections (a browser opens six), HTTP/2 multiplexes them on one TCP connection (and one lost packet
@@ -24,9 +26,11 @@ from wirelab.errors import NotFound
 from wirelab.http import Request, Router
 from wirelab.http.asgi import send_bytes
 
-__all__ = ["THUMBNAILS", "gallery_routes", "page", "thumbnail"]
+__all__ = ["BLOB_LIMIT", "THUMBNAILS", "gallery_routes", "page", "thumbnail"]
 
 THUMBNAILS = 100
+BLOB_LIMIT = 64 << 20
+_PIECE = bytes(range(256)) * 256  # byte i of a blob is i % 256: a client can check what it got
 _SIDE = 64
 _CACHE = [("cache-control", "no-store")]  # every load goes to the network: that is what is measured
 
@@ -115,7 +119,19 @@ def gallery_routes(router: Router) -> None:
             raise NotFound(f"the gallery has thumbnails 000 to {THUMBNAILS - 1:03d}, not {n!r}")
         await send_bytes(request.send, 200, thumbnail(int(n)), content_type="image/png", headers=_CACHE)
 
+    async def blob(request: Request, size: str) -> None:
+        if not (size.isdigit() and int(size) <= BLOB_LIMIT):
+            raise NotFound(f"a blob is 0 to {BLOB_LIMIT} bytes, not {size!r}")
+        left = int(size)
+        head = [(b"content-type", b"application/octet-stream"), (b"content-length", size.encode())]
+        await request.send({"type": "http.response.start", "status": 200, "headers": head})
+        while left > len(_PIECE):
+            await request.send({"type": "http.response.body", "body": _PIECE, "more_body": True})
+            left -= len(_PIECE)
+        await request.send({"type": "http.response.body", "body": _PIECE[:left]})
+
     router.http("GET", "/gallery", gallery)
     router.http("GET", "/gallery/style.css", style)
     router.http("GET", "/gallery/app.js", script)
     router.http("GET", "/gallery/thumbs/{n}.png", thumb)
+    router.http("GET", "/gallery/blob/{size}", blob)

@@ -1,12 +1,13 @@
 """Run an ASGI application: on uvicorn for HTTP/1.1 alone (`serve`), on hypercorn for HTTP/2 and
-HTTP/3 as well (`serve_versions`).
+HTTP/3 as well (`serve_versions`, with `h3server` for HTTP/3).
 
 uvicorn is the default: HTTP/1.1 with httptools under our connection limits (`guard`), WebSocket with
 websockets' sans-I/O core (extended in `wsprotocol`); it is the fastest of the two at HTTP/1.1 and
 the one the hostile-client defences are built into. It speaks no HTTP/2 or HTTP/3, so when those are
 asked for, hypercorn serves instead: one server that speaks HTTP/1.1 (h11), HTTP/2 (h2, over TLS with
 ALPN and as h2c on the clear port, WebSocket over HTTP/2 by RFC 8441's extended CONNECT) and HTTP/3
-(aioquic), all to the same ASGI application, and advertises h3 with Alt-Svc. Its own limits apply
+(on aioquic, in `h3server`: hypercorn's own QUIC listener drops datagrams past a queue of ten), all
+to the same ASGI application, with h3 advertised by Alt-Svc. Its own limits apply
 there (h11's head size, h2's stream and header-list caps, the keep-alive timeout), not `guard`'s.
 
 Either way, on SIGINT or SIGTERM the application is first told to begin shutting down (so streams end
@@ -27,12 +28,14 @@ from typing import Any
 import uvicorn
 
 from wirelab.http.guard import ConnectionLimits, Guard
+from wirelab.http.h3server import serve_h3
 from wirelab.net.loop import runner
 from wirelab.net.tls import CIPHERS
 
 __all__ = ["VERSIONS", "serve", "serve_versions"]
 
 VERSIONS = ("1.1", "2", "3")
+_GRACE_S = 10
 """What `serve_versions` can speak (HTTP/1.0 requests are answered wherever HTTP/1.1 is)."""
 
 
@@ -113,31 +116,68 @@ def serve_versions(
     config = Config()
     config.insecure_bind = [f"{host}:{port}"]
     config.bind = [f"{host}:{tls_port}"]
-    if "3" in versions:
-        config.quic_bind = [f"{host}:{tls_port}"]
     config.certfile, config.keyfile = str(cert), str(key)
     config.ciphers = CIPHERS
     config.alpn_protocols = ["h2", "http/1.1"] if "2" in versions else ["http/1.1"]
+    if "3" in versions:
+        config.alt_svc_headers = [f'h3=":{tls_port}"; ma=3600']
     config.keep_alive_timeout = limits.idle_timeout_s
+    config.h11_max_incomplete_size = limits.max_head_bytes
+    config.h2_max_header_list_size = limits.max_head_bytes
     config.websocket_max_message_size = ws_max_size
-    config.graceful_timeout = 10
+    config.graceful_timeout = _GRACE_S
     config.include_server_header = False
     config.accesslog = logging.getLogger("hypercorn.access") if access_log else None
     config.errorlog = logging.getLogger("hypercorn.error")
     logging.basicConfig(level=log_level.upper(), format="%(levelname)-8s %(name)s: %(message)s")
+    logging.getLogger("quic").setLevel(logging.WARNING)  # aioquic's lines per connection drown the rest
+    logging.getLogger("wirelab.h3.access").disabled = not access_log
 
     async def run() -> None:
         stopping = asyncio.Event()
+        started = asyncio.Event()
 
         def stop() -> None:
             if not stopping.is_set():
                 on_stop()
                 stopping.set()
 
+        async def h3_once_started() -> None:
+            """HTTP/3 requests are taken once the application has started, as hypercorn's are."""
+            await started.wait()
+            server = await serve_h3(
+                app, host=host, port=tls_port, certificate=certificate, max_head_bytes=limits.max_head_bytes
+            )
+            logging.getLogger("hypercorn.error").info(
+                "Running on https://%s:%d (QUIC, HTTP/3)", host, tls_port
+            )
+            await stopping.wait()
+            await server.close(_GRACE_S)
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
-        await hypercorn_serve(app, config, shutdown_trigger=stopping.wait, mode="asgi")
+        served = hypercorn_serve(
+            _signalling(app, started), config, shutdown_trigger=stopping.wait, mode="asgi"
+        )
+        await asyncio.gather(served, *([h3_once_started()] if "3" in versions else []))
 
     with runner() as loop_runner:
         loop_runner.run(run())
+
+
+def _signalling(app: Any, started: asyncio.Event) -> Any:
+    """`app`, setting `started` once its lifespan startup is complete."""
+
+    async def signalling(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            return await app(scope, receive, send)  # type: ignore[no-any-return]
+
+        async def send_and_tell(message: dict[str, Any]) -> None:
+            await send(message)
+            if message["type"] == "lifespan.startup.complete":
+                started.set()
+
+        return await app(scope, receive, send_and_tell)  # type: ignore[no-any-return]
+
+    return signalling

@@ -7,7 +7,7 @@ answer is what its handler can raise (the problems) or send, read from the handl
 from __future__ import annotations
 
 from wirelab.app.comments import LIST_LIMIT
-from wirelab.app.gallery import THUMBNAILS
+from wirelab.app.gallery import BLOB_LIMIT, THUMBNAILS
 from wirelab.app.openapi.components import ID32, IMAGE_TYPES, TARGET_LIST
 from wirelab.app.openapi.shapes import (
     Json,
@@ -243,6 +243,11 @@ def gallery() -> Json:
         path_param("n", string(pattern="^[0-9]{3}$"), f"Which thumbnail: 000 to {THUMBNAILS - 1:03d}.")
     ]
     thumb["get"]["responses"].update(problems(404))
+    blob = static("getGalleryBlob", "One big body, sent in 64 KiB writes", "application/octet-stream")
+    blob["get"]["parameters"] = [
+        path_param("size", string(pattern="^[0-9]{1,9}$"), f"Its size in bytes, at most {BLOB_LIMIT}.")
+    ]
+    blob["get"]["responses"].update(problems(404))
     return {
         "/gallery": static(
             "getGallery", f"A page of {THUMBNAILS} thumbnails, a stylesheet and a script", "text/html"
@@ -250,6 +255,7 @@ def gallery() -> Json:
         "/gallery/style.css": static("getGalleryStyle", "The gallery's stylesheet", "text/css"),
         "/gallery/app.js": static("getGalleryScript", "The gallery's script", "text/javascript"),
         "/gallery/thumbs/{n}.png": thumb,
+        "/gallery/blob/{size}": blob,
     }
 
 
