@@ -7,7 +7,7 @@ import sys
 
 from click.testing import CliRunner
 
-from wirelab.bench import commands, lb, slowloris, upload
+from wirelab.bench import commands, lb, slowloris, upload, versions
 from wirelab.bench.fanout import IMPLS
 from wirelab.clients import TRANSPORTS
 
@@ -33,6 +33,7 @@ def test_option_lists_match_the_scenarios() -> None:
     assert tuple(upload.MODES) == commands.UPLOAD_MODES
     assert lb.IMPLS == commands.LB_IMPLS
     assert slowloris.IMPLS == commands.SLOWLORIS_IMPLS
+    assert versions.IMPLS == commands.VERSIONS_IMPLS
 
 
 def test_an_unknown_transport_is_a_usage_error() -> None:

@@ -23,13 +23,14 @@ __all__ = ["bench"]
 
 # Spelled out here rather than imported, since importing the scenarios would slow --help down;
 # tests check that they match wirelab.clients.TRANSPORTS, wirelab.bench.fanout.IMPLS,
-# wirelab.bench.pubsub.IMPLS, wirelab.bench.lb.IMPLS, wirelab.bench.upload.MODES and
-# wirelab.bench.slowloris.IMPLS.
+# wirelab.bench.pubsub.IMPLS, wirelab.bench.lb.IMPLS, wirelab.bench.upload.MODES,
+# wirelab.bench.slowloris.IMPLS and wirelab.bench.versions.IMPLS.
 TRANSPORTS = ("get", "short", "long", "sse", "ws")
 IMPLS = ("wirelab-mixed", "wirelab-ws", "websockets-broadcast")
 PUBSUB_IMPLS = ("embedded", "wirelab-amqp", "wirelab-redis", "aio-pika-bare")
 LB_IMPLS = ("wirelab-splice", "wirelab-copy", "haproxy", "direct")
 SLOWLORIS_IMPLS = ("wirelab", "nginx", "wirelab-no-deadline")
+VERSIONS_IMPLS = ("wirelab-uvicorn", "wirelab", "nginx", "caddy")
 UPLOAD_MODES = ("single", "tus-1m", "tus-8m", "tus-64m", "tus-parallel-4", "tus-resumed-3")
 
 _JSON_OPTION = click.option(
@@ -448,6 +449,38 @@ def slowloris(
     _exit(
         lambda: run_slowloris(plan, impls, json_path=json_path, console=console, progress=progress), console
     )
+
+
+@bench.command()
+@click.option(
+    "--duration", default=5, show_default=True, type=click.IntRange(1, 600), help="Seconds per load."
+)
+@click.option(
+    "--impls",
+    default=",".join(VERSIONS_IMPLS),
+    show_default=True,
+    type=_Names(VERSIONS_IMPLS),
+    help="Comma-separated servers: wirelab-uvicorn (the default `wirelab up`), wirelab (`--http 1.1,2,3`), "
+    "nginx, caddy.",
+)
+@_JSON_OPTION
+def versions(duration: int, impls: tuple[str, ...], json_path: Path | None) -> None:
+    """One small response over every HTTP version on loopback: requests/s and the server's CPU time per
+    request, for our servers beside nginx (HTTP/1.1, HTTP/2 over TLS, h2c) and caddy (HTTP/3) in the
+    same run, with the ratio of each of our rows to its peer's.
+
+    Loads, all written in C: wrk (HTTP/1.1), h2load (HTTP/2), gtlsclient from ngtcp2 (HTTP/3). Needs
+    Debian's wrk, nghttp2-client, ngtcp2-client, nginx and caddy (`make peers`).
+    Exit status 1 if a load had errors.
+    """
+    from wirelab.bench.versions import VersionsPlan, missing_peers, run_versions
+
+    missing = missing_peers(impls)
+    if missing:
+        raise click.ClickException("; ".join(missing))
+    plan = VersionsPlan(duration_s=duration, impls=impls)
+    console, progress = _consoles()
+    _exit(lambda: run_versions(plan, json_path=json_path, console=console, progress=progress), console)
 
 
 def _consoles() -> tuple[Console, Progress]:

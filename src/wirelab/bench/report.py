@@ -111,6 +111,13 @@ def cpu_seconds(pid: int) -> float:
     return times.user + times.system
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of the process and of its live children: a server that works in worker processes
+    (nginx's master does nothing itself) is measured by all of them."""
+    process = psutil.Process(pid)
+    return sum(cpu_seconds(p.pid) for p in [process, *process.children(recursive=True)])
+
+
 def rss_bytes(pid: int) -> int:
     return int(psutil.Process(pid).memory_info().rss)
 

@@ -122,6 +122,7 @@ def serve_versions(
     if "3" in versions:
         config.alt_svc_headers = [f'h3=":{tls_port}"; ma=3600']
     config.keep_alive_timeout = limits.idle_timeout_s
+    config.keep_alive_max_requests = 1 << 31  # hypercorn's default (1000) closes busy HTTP/2 connections
     config.h11_max_incomplete_size = limits.max_head_bytes
     config.h2_max_header_list_size = limits.max_head_bytes
     config.websocket_max_message_size = ws_max_size
