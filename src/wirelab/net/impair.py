@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from wirelab.errors import ConfigError
 from wirelab.proto.impair import Impairment, Link
 
 __all__ = [
@@ -257,6 +258,8 @@ class ImpairedUdp(_Proxy):
         self, listen: Address, upstream: Address, *, up: Impairment, down: Impairment, idle_s: float = 60.0
     ) -> None:
         super().__init__(False, listen, upstream, up, down)
+        if not idle_s > 0:
+            raise ConfigError(f"idle_s: a UDP mapping's idle time is more than 0 seconds, not {idle_s}")
         self._idle_s = idle_s
         self._listener: socket.socket | None = None
         self._mappings: dict[Address, _Mapping] = {}
