@@ -99,10 +99,12 @@ class Namespace:
         finally:
             os.close(home)
 
-    def socket(self, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> socket.socket:
+    def socket(
+        self, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM, proto: int = 0
+    ) -> socket.socket:
         """A non-blocking socket inside the namespace, for asyncio (`sock=`) or plain use."""
         with self.entered():
-            sock = socket.socket(family, kind)
+            sock = socket.socket(family, kind, proto)
         sock.setblocking(False)
         return sock
 
@@ -121,14 +123,17 @@ class Namespace:
         rules = (
             [f"th {end} {{ {where} }} goto loss" for end in ("dport", "sport")] if ports else ["goto loss"]
         )
-        _nft(
+        self.nft(
             f"flush chain inet {TABLE} incoming",
             f"flush chain inet {TABLE} loss",
             *(f"add rule inet {TABLE} incoming {rule}" for rule in rules),
             f"add rule inet {TABLE} loss counter",
             f"add rule inet {TABLE} loss {draw}counter drop",
-            namespace=self,
         )
+
+    def nft(self, *commands: str) -> None:
+        """Apply nftables `commands` inside, in one transaction: all of them or none."""
+        _run(*self.argv("nft", "-f", "-"), stdin="\n".join(commands))
 
     def counters(self) -> LossCounters:
         listing = json.loads(self.run("nft", "-j", "list", "chain", "inet", TABLE, "loss"))
@@ -163,11 +168,10 @@ def lossy_namespace(
         raise NamespaceUnavailable(str(exc)) from None
     try:
         namespace.run("ip", "link", "set", "lo", "mtu", str(mtu), "gso_max_segs", "1", "up")
-        _nft(
+        namespace.nft(
             f"add table inet {TABLE}",
             f"add chain inet {TABLE} incoming {{ type filter hook input priority 0; policy accept; }}",
             f"add chain inet {TABLE} loss",
-            namespace=namespace,
         )
         namespace.set_loss(loss, ports=ports)
         yield namespace
@@ -212,11 +216,6 @@ def _run(*argv: str, stdin: str | None = None) -> str:
     if done.returncode:
         raise NamespaceError(f"{' '.join(argv[:6])}: {done.stderr.strip()}")
     return done.stdout
-
-
-def _nft(*commands: str, namespace: Namespace) -> None:
-    """Apply `commands` in one nftables transaction: all of them or none."""
-    _run(*namespace.argv("nft", "-f", "-"), stdin="\n".join(commands))
 
 
 def _setns(fd: int) -> None:
