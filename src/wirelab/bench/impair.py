@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import socket
 import statistics
 import time
@@ -343,8 +344,9 @@ async def _namespace_rows(
         rows = [
             _delay_row("netns", "tcp", plan.delay_s, await tcp_round_trips(sockets, plan.pings, _direct)),
             _delay_row("netns", "udp", plan.delay_s, await udp_round_trips(sockets, plan.pings, _direct)),
-            _delay_row("netns", "icmp", plan.delay_s, await _ping(namespace, plan.pings)),
         ]
+        if shutil.which("ping") is not None:
+            rows.append(_delay_row("netns", "icmp", plan.delay_s, await _ping(namespace, plan.pings)))
     progress.advance(task)
     for rate in plan.rates_bps:
         size = _bulk_size(rate, plan.bulk_s)
