@@ -128,6 +128,13 @@ def test_it_is_deleted_afterwards_even_after_an_error() -> None:
     assert namespace.name not in _namespaces()
 
 
+def test_a_namespace_left_by_a_dead_process_is_swept(lossy: Namespace) -> None:
+    stale = "wirelab-999999999-dead00"  # above any pid_max: that process cannot be running
+    subprocess.run(["ip", "netns", "add", stale], check=True)
+    assert netns.sweep_stale() == [stale]
+    assert stale not in _namespaces() and lossy.name in _namespaces()  # ours lives: its pid is ours
+
+
 def test_nonsense_is_refused(lossy: Namespace) -> None:
     with pytest.raises(ConfigError, match="between 0 and 1"):
         lossy.set_loss(3)

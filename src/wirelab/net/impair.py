@@ -35,7 +35,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -247,8 +247,10 @@ class _Mapping:
     client: Address
     sock: socket.socket
     last: float
-    datagrams: list[int] = field(default_factory=lambda: [0, 0])
-    """Datagrams received from the client and from upstream."""
+    up: int = 0
+    """Datagrams received from the client."""
+    down: int = 0
+    """Datagrams received from upstream."""
 
 
 class ImpairedUdp(_Proxy):
@@ -300,13 +302,13 @@ class ImpairedUdp(_Proxy):
         assert self._listener is not None
         for data, client in _drain(self._listener.recvfrom):
             mapping = self._mappings.get(client) or self._map(client)
-            mapping.datagrams[0] += 1
+            mapping.up += 1
             self._hold(self.up, data, partial(_send, mapping.sock.send, data), mapping)
 
     def _from_upstream(self, mapping: _Mapping) -> None:
         assert self._listener is not None
         for data in _drain(mapping.sock.recv):
-            mapping.datagrams[1] += 1
+            mapping.down += 1
             self._hold(
                 self.down, data, partial(_send, self._listener.sendto, data, mapping.client), mapping
             )
@@ -340,8 +342,8 @@ class ImpairedUdp(_Proxy):
         del self._mappings[mapping.client]
         self._loop.remove_reader(mapping.sock)
         mapping.sock.close()
-        up, down = mapping.datagrams
-        log.info("%s: mapping %s: %d datagrams up, %d down", _name(mapping.client), why, up, down)
+        client = _name(mapping.client)
+        log.info("%s: mapping %s: %d datagrams up, %d down", client, why, mapping.up, mapping.down)
 
 
 def _drain(receive: Callable[[int], Any]) -> list[Any]:

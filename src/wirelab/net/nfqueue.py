@@ -11,8 +11,8 @@ packet (we ask for its first bytes only, for its IP length) is admitted to its d
 its verdict is sent when the link releases it (accept), or at once (drop) when the link loses it.
 On loopback a packet passes the input hook once, so a ping's RTT grows by the up delay plus the down.
 
-The queue runs in a child process of its own (`delay_packets` starts `python -m wirelab.net.nfqueue`
-inside the namespace): the packets of the whole namespace wait on its event loop, so it must never
+The queue runs in a child process of its own (`delay_packets` starts `main` in a Python inside the
+namespace): the packets of the whole namespace wait on its event loop, so it must never
 wait for the GIL behind a busy bench or an HTTP/3 stack in the same process. It says "ready" once
 both queues are bound, after which the parent installs the rules; on SIGTERM it lets every held
 packet go and prints its statistics.
@@ -40,7 +40,7 @@ from wirelab.net.netns import Namespace, NamespaceError, NamespaceUnavailable
 from wirelab.proto import nfqueue
 from wirelab.proto.impair import Impairment, Link, LinkStats
 
-__all__ = ["PacketQueue", "QueueStats", "delay_packets"]
+__all__ = ["PacketQueue", "QueueStats", "delay_packets", "main"]
 
 NETLINK_NETFILTER = 12
 UP, DOWN = 0, 1
@@ -150,7 +150,8 @@ def delay_packets(
     down = up if down is None else down
     if shutil.which("iptables") is None or shutil.which("ip6tables") is None:
         raise NamespaceUnavailable("delaying packets needs iptables (apt-get install iptables)")
-    argv = [sys.executable, "-m", "wirelab.net.nfqueue", _encode(up), _encode(down)]
+    run = "from wirelab.net.nfqueue import main; main()"  # not -m: the package imports this module first
+    argv = [sys.executable, "-c", run, _encode(up), _encode(down)]
     child = subprocess.Popen(namespace.argv(*argv), stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     results: list[QueueStats] = []
@@ -216,7 +217,3 @@ def main() -> None:
     except (OSError, NamespaceError, ProtocolError) as exc:
         sys.exit(f"wirelab packet queue: {exc}")
     print(json.dumps(dataclasses.asdict(stats)), flush=True)
-
-
-if __name__ == "__main__":
-    main()
