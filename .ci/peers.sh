@@ -5,6 +5,8 @@
 # (tests/bench/test_lb.py), and nghttp2-client (h2load, nghttp) for the HTTP/2 tests. The bench runs
 # its own haproxy and nginx from temporary configurations on free loopback ports, so a system service
 # the package may start (on a systemd host) is never used.
+# iproute2 and nftables make the lossy network namespaces of tests/net/test_netns.py (as root; else they skip).
+# iptables (its NFQUEUE target) and iputils-ping: the packet delay of tests/net/test_nfqueue.py.
 # Safe to run again: apt runs only for what is missing. Run after the venv exists; it starts no service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,10 @@ command -v iperf3 >/dev/null || missing+=(iperf3)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || missing+=(nginx)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v nft >/dev/null || missing+=(nftables)
+command -v iptables >/dev/null || missing+=(iptables)
+command -v ping >/dev/null || missing+=(iputils-ping)
 if ((${#missing[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

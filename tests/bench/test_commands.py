@@ -19,7 +19,7 @@ def test_help_imports_no_scenario() -> None:
         "try: main(['bench', '--help'])\n"
         "except SystemExit: pass\n"
         "heavy = [m for m in ('rich', 'httpx', 'psutil', 'websockets', 'PIL', 'wirelab.bench.notify',"
-        " 'wirelab.bench.upload', 'wirelab.bench.retry', 'wirelab.bench.lb')"
+        " 'wirelab.bench.upload', 'wirelab.bench.retry', 'wirelab.bench.lb', 'wirelab.bench.impair')"
         " if m in sys.modules]\n"
         "print(heavy)"
     )

@@ -9,17 +9,19 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from wirelab.units import ByteSize
+from wirelab.units import ByteSize, Measure, parse_duration, parse_rate, parse_share
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
 __all__ = ["bench"]
+
+T = TypeVar("T", int, float)
 
 # Spelled out here rather than imported, since importing the scenarios would slow --help down;
 # tests check that they match wirelab.clients.TRANSPORTS, wirelab.bench.fanout.IMPLS,
@@ -481,6 +483,88 @@ def versions(duration: int, impls: tuple[str, ...], json_path: Path | None) -> N
     plan = VersionsPlan(duration_s=duration, impls=impls)
     console, progress = _consoles()
     _exit(lambda: run_versions(plan, json_path=json_path, console=console, progress=progress), console)
+
+
+@bench.command()
+@click.option(
+    "--delay",
+    default="25ms",
+    show_default=True,
+    type=Measure(parse_duration, "duration"),
+    help="One-way delay to set and measure by ping-pong.",
+)
+@click.option(
+    "--pings", default=100, show_default=True, type=click.IntRange(2), help="Round trips per row."
+)
+@click.option(
+    "--rates",
+    default="10mbit,100mbit",
+    show_default=True,
+    callback=lambda ctx, param, value: _listed(value, parse_rate, param),
+    help="Comma-separated rates for the bulk copies (tc's units).",
+)
+@click.option(
+    "--bulk-seconds",
+    default=3.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 600),
+    help="Each bulk copy carries this many seconds' worth of its rate.",
+)
+@click.option(
+    "--losses",
+    default="1%,3%",
+    show_default=True,
+    callback=lambda ctx, param, value: _listed(value, parse_share, param),
+    help="Comma-separated loss shares for the UDP floods (and the namespace's TCP copies).",
+)
+@click.option(
+    "--datagrams", default=20_000, show_default=True, type=click.IntRange(1), help="Datagrams per flood."
+)
+@click.option(
+    "--namespace/--no-namespace",
+    default=True,
+    show_default=True,
+    help="Also measure the kernel's side: nftables loss and the NFQUEUE packet delay (needs root).",
+)
+@_JSON_OPTION
+def impair(
+    delay: float,
+    pings: int,
+    rates: tuple[int, ...],
+    bulk_seconds: float,
+    losses: tuple[float, ...],
+    datagrams: int,
+    namespace: bool,
+    json_path: Path | None,
+) -> None:
+    """Set each network impairment and measure it from outside: `wirelab impair`'s proxy (TCP and UDP)
+    and, as root, a network namespace's packet loss and packet queue.
+
+    Per row: the one-way delay by ping-pong (half the median round trip) and its error in ms, the
+    rate of a bulk TCP copy and its error in %, the share of a paced UDP flood lost and its error in
+    points, and in the namespace a TCP copy through the loss with the kernel's retransmissions.
+    """
+    from wirelab.bench.impair import ImpairPlan, run_impair
+
+    plan = ImpairPlan(
+        delay_s=delay,
+        pings=pings,
+        rates_bps=rates,
+        bulk_s=bulk_seconds,
+        losses=losses,
+        datagrams=datagrams,
+        namespace=namespace,
+    )
+    console, progress = _consoles()
+    _exit(lambda: run_impair(plan, json_path=json_path, console=console, progress=progress), console)
+
+
+def _listed(value: str, parse: Callable[[str], T], param: click.Parameter) -> tuple[T, ...]:
+    """A comma-separated list read with one of wirelab.units' parsers."""
+    try:
+        return tuple(parse(item) for item in value.split(",") if item.strip())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
 
 
 def _consoles() -> tuple[Console, Progress]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from wirelab.errors import ConfigError
+from wirelab.net.address import parse_address
 from wirelab.proto.balance import Backend
 
 __all__ = [
@@ -83,15 +84,6 @@ def number(
         limit = "0 (off) or more" if allow_zero else "greater than 0"
         raise ConfigError(f"{where}{key}: must be {limit}, got {value!r}")
     return value
-
-
-def parse_address(text: str, key: str, *, allow_zero: bool = False) -> tuple[str, int]:
-    """HOST:PORT, the host in brackets if it is IPv6 ([::1]:80)."""
-    host, sep, port = text.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not (0 if allow_zero else 1) <= int(port) <= 65535:
-        raise ConfigError(f"{key}: {text!r} is not HOST:PORT")
-    return host, int(port)
 
 
 def parse_backend(entry: Any, where: str) -> Backend:
