@@ -26,12 +26,13 @@ T = TypeVar("T", int, float)
 # Spelled out here rather than imported, since importing the scenarios would slow --help down;
 # tests check that they match wirelab.clients.TRANSPORTS, wirelab.bench.fanout.IMPLS,
 # wirelab.bench.pubsub.IMPLS, wirelab.bench.lb.IMPLS, wirelab.bench.upload.MODES,
-# wirelab.bench.slowloris.IMPLS and wirelab.bench.versions.IMPLS.
+# wirelab.bench.slowloris.IMPLS, wirelab.bench.versions.IMPLS and wirelab.bench.multiplex.MODES.
 TRANSPORTS = ("get", "short", "long", "sse", "ws")
 IMPLS = ("wirelab-mixed", "wirelab-ws", "websockets-broadcast")
 PUBSUB_IMPLS = ("embedded", "wirelab-amqp", "wirelab-redis", "aio-pika-bare")
 LB_IMPLS = ("wirelab-splice", "wirelab-copy", "haproxy", "direct")
 SLOWLORIS_IMPLS = ("wirelab", "nginx", "wirelab-no-deadline")
+MULTIPLEX_MODES = ("h1.1 x6", "h1.1 pipelined", "h2", "h3")
 VERSIONS_IMPLS = ("wirelab-uvicorn", "wirelab", "nginx", "caddy")
 UPLOAD_MODES = ("single", "tus-1m", "tus-8m", "tus-64m", "tus-parallel-4", "tus-resumed-3")
 
@@ -565,6 +566,61 @@ def _listed(value: str, parse: Callable[[str], T], param: click.Parameter) -> tu
         return tuple(parse(item) for item in value.split(",") if item.strip())
     except ValueError as exc:
         raise click.BadParameter(str(exc), param=param) from None
+
+
+@bench.command()
+@click.option(
+    "--loss",
+    "losses",
+    default="0,1,3",
+    show_default=True,
+    callback=lambda _ctx, param, value: _listed(value, _percent, param),
+    help="Comma-separated packet loss, in per cent, one set of rows each.",
+)
+@click.option(
+    "--rtt", default=50.0, show_default=True, type=click.FloatRange(0, 2000), help="Round trip, in ms."
+)
+@click.option(
+    "--repeat", default=10, show_default=True, type=click.IntRange(1, 1000), help="Page loads per row."
+)
+@click.option(
+    "--modes",
+    default=",".join(MULTIPLEX_MODES),
+    show_default=True,
+    type=_Names(MULTIPLEX_MODES),
+    help="Comma-separated clients: h1.1 x6 (a browser's pool), h1.1 pipelined, h2, h3.",
+)
+@_JSON_OPTION
+def multiplex(
+    losses: tuple[float, ...], rtt: float, repeat: int, modes: tuple[str, ...], json_path: Path | None
+) -> None:
+    """The gallery (a page and its 102 resources) over HTTP/1.1 on six connections, HTTP/1.1
+    pipelined, HTTP/2 and HTTP/3, through a network of our own with RTT ms of round trip and each
+    --loss in turn: head-of-line blocking, measured.
+
+    The server (`wirelab up --http 1.1,2,3`) and the clients run in a network namespace made for the
+    run, where the kernel holds every packet for half the round trip (NFQUEUE) and drops the given
+    share (nftables), so TCP and QUIC recover from loss as they would on a real path. Needs root, ip,
+    nft and iptables (`make peers`). Exit status 1 if a page load failed.
+
+    Example: wirelab bench multiplex --loss 0,3 --repeat 5 --json multiplex.json
+    """
+    from wirelab.bench.multiplex import MultiplexPlan, run_multiplex
+    from wirelab.net.netns import NamespaceUnavailable
+
+    plan = MultiplexPlan(losses_pct=losses, rtt_ms=rtt, repeat=repeat, modes=modes)
+    console, progress = _consoles()
+    try:
+        _exit(lambda: run_multiplex(plan, json_path=json_path, console=console, progress=progress), console)
+    except NamespaceUnavailable as exc:
+        raise click.ClickException(f"{exc} (the bench needs its own network namespace)") from None
+
+
+def _percent(value: str) -> float:
+    share = float(value)
+    if not 0 <= share < 100:
+        raise ValueError(f"{value}: a loss is 0 to 100 per cent")
+    return share
 
 
 def _consoles() -> tuple[Console, Progress]:
