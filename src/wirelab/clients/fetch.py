@@ -84,6 +84,8 @@ class FetchResult:
     migration: Migration | None
     path_challenges: int
     """HTTP/3: PATH_CHALLENGE frames the server sent (it validates a new client address)."""
+    migration_disabled: bool
+    """HTTP/3: the server forbade the client to migrate (disable_active_migration)."""
     connection_stats: tuple[ConnectionStats, ...]
     exchange: Exchange
 
@@ -152,6 +154,7 @@ async def fetch(
         first.closed_by_server,
         h3.migration if h3 else None,
         h3.path_challenges if h3 else 0,
+        h3.migration_disabled if h3 else False,
         tuple(stats),
         exchange,
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections import deque
 
 from wirelab.clients.wire import (
     RECV_BYTES,
@@ -65,6 +66,7 @@ class H1Connection:
         self._writer = writer
         self._recorder = recorder
         self._parser = ResponseParser()
+        self._pending: deque[Response | Data | EndOfMessage] = deque()
 
     @classmethod
     async def open(cls, dialer: Dialer, version: bytes, number: int) -> H1Connection:
@@ -73,7 +75,12 @@ class H1Connection:
 
     @property
     def reusable(self) -> bool:
-        return self._parser.idle and not self.closed_by_server and not self._writer.is_closing()
+        return (
+            self._parser.idle
+            and not self._pending
+            and not self.closed_by_server
+            and not self._writer.is_closing()
+        )
 
     async def get(self, path: str, *, keep: bool = False) -> Exchange:
         """GET `path` and read its response whole."""
@@ -85,12 +92,15 @@ class H1Connection:
         started = self._send(paths)
         exchanges: list[Exchange] = []
         for path in paths:
-            if self.closed_by_server:
+            try:
+                exchanges.append(await self._receive(path, started))
+            except FetchError:
+                if not self.closed_by_server:
+                    raise
                 raise FetchError(
                     f"the server closed connection #{self.dialed.number} after {len(exchanges)} of "
                     f"{len(paths)} pipelined responses"
-                )
-            exchanges.append(await self._receive(path, started))
+                ) from None
         return exchanges
 
     def _send(self, paths: list[str]) -> float:
@@ -110,40 +120,33 @@ class H1Connection:
         return write(Request(b"GET", path.encode(), self.version, fields))
 
     async def _receive(self, path: str, started: float, *, keep: bool = False) -> Exchange:
+        """The next response on the connection (interim 1xx ones shown and skipped), read whole."""
         number = self.dialed.number
         self._parser.expect(b"GET")
         head: Response | None = None
         first_byte = 0.0
         body = Body(keep=keep)
-        while True:
-            data = await self._read()
-            for event in self._events(data):
-                if isinstance(event, Response):
-                    self._recorder.trace(number, "recv", write(event).decode("latin-1").rstrip("\r\n"))
-                    if event.status >= 200:
-                        head, first_byte = event, self._recorder.ms()
-                elif isinstance(event, Data):
-                    body.add(event.data)
-                elif isinstance(event, EndOfMessage) and head is not None:
-                    done = self._recorder.ms()
-                    self._recorder.trace(number, "note", f"{path}: {body.size:,} body bytes")
-                    if not self._parser.keep_alive:
-                        await self._wait_close()
-                    headers = tuple(
-                        (name.decode("latin-1"), value.decode("latin-1")) for name, value in head.headers
-                    )
-                    return Exchange(
-                        path,
-                        head.status,
-                        headers,
-                        body.size,
-                        body.sha256,
-                        number,
-                        started,
-                        first_byte,
-                        done,
-                        body.data,
-                    )
+        while not isinstance(event := await self._next_event(), EndOfMessage) or head is None:
+            if isinstance(event, Response):
+                self._recorder.trace(number, "recv", write(event).decode("latin-1").rstrip("\r\n"))
+                if event.status >= 200:
+                    head, first_byte = event, self._recorder.ms()
+            elif isinstance(event, Data):
+                body.add(event.data)
+        done = self._recorder.ms()
+        self._recorder.trace(number, "note", f"{path}: {body.size:,} body bytes")
+        if not self._parser.keep_alive and not self._pending:
+            await self._wait_close()
+        fields = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in head.headers)
+        return Exchange(
+            path, head.status, fields, body.size, body.sha256, number, started, first_byte, done, body.data
+        )
+
+    async def _next_event(self) -> Response | Data | EndOfMessage:
+        """The next event of the responses on this connection; one read may bring several responses."""
+        while not self._pending:
+            self._pending.extend(self._events(await self._read()))
+        return self._pending.popleft()
 
     async def _read(self) -> bytes:
         try:

@@ -8,10 +8,12 @@ come. With `-v` a `QuicLogger` of ours hears aioquic's qlog events as they happe
 with its frames, the HTTP/3 frames with their QPACK-decoded fields) and turns each into a line.
 
 Connection migration (RFC 9000 §9): QUIC names a connection by connection IDs, not by addresses, so
-a client may move to another address mid-transfer. `migrate_after` bytes into a response, the session
-opens a new UDP socket (a new local port), hands the protocol to it, closes the old one and switches
-to a fresh connection ID (so the two paths cannot be linked by an observer); the server sees packets
-from a new address, checks it can reach it (PATH_CHALLENGE, answered by PATH_RESPONSE) and goes on.
+a client may move to another address mid-transfer. `migrate_after` bytes into a response, the
+session opens a new UDP socket (a new local port), hands the protocol to it, closes the old one and
+switches to a fresh connection ID (so the two paths cannot be linked by an observer); the server sees
+packets from a new address, checks it can reach it (PATH_CHALLENGE, answered by PATH_RESPONSE) and
+goes on. A server may forbid it (the transport parameter disable_active_migration, which caddy's
+quic-go sends): then the session stays where it is, as it must.
 """
 
 from __future__ import annotations
@@ -148,6 +150,9 @@ class H3Session:
         self.migration: Migration | None = None
         self.path_challenges = 0
         """PATH_CHALLENGE frames the server sent (it checks a new address before it uses it)."""
+        self.migration_disabled = False
+        """The server's transport parameters said disable_active_migration (RFC 9000 §18.2): the
+        client must not move, so `migrate_after` is not acted on."""
         self._cafile = cafile
         self._trusted = trusted
         self._within_s = within_s
@@ -237,6 +242,8 @@ class H3Session:
         frames = data.get("frames", [])
         if name == "transport:packet_received":
             self.path_challenges += sum(frame.get("frame_type") == "path_challenge" for frame in frames)
+        elif name == "transport:parameters_set" and data.get("owner") == "remote":
+            self.migration_disabled = bool(data.get("disable_active_migration"))
         if self.recorder.tracer is None or name in _SKIPPED:
             return
         direction = "recv" if name.endswith(("_received", "_parsed")) else "send"
@@ -320,6 +327,10 @@ class H3Session:
 
     async def _maybe_migrate(self, received: int) -> None:
         if self._migrate_after is None or self.migration is not None or received < self._migrate_after:
+            return
+        if self.migration_disabled:
+            self._migrate_after = None
+            self.recorder.trace(1, "note", "not migrating: the server sent disable_active_migration")
             return
         old, old_port = self._transport, self.local_port
         self._transport = await self._bind()
