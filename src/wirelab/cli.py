@@ -39,6 +39,7 @@ class LazyGroup(click.Group):
         "bench": "wirelab.bench.commands:bench",
         "ca": "wirelab.net.ca_command:ca",
         "demo": "wirelab.demo.commands:demo",
+        "fetch": "wirelab.clients.fetch_command:fetch",
         "lb": "wirelab.proxy.commands:lb",
         "proxy": "wirelab.proxy.forward_command:proxy",
         "sidecar": "wirelab.proxy.sidecar_command:sidecar",

@@ -218,8 +218,8 @@ class H1Session:
             if connection.reusable:
                 return connection
             await self._close(connection)
-        connection = await H1Connection.open(self.dialer, self.version, self._opened + 1)
-        self._opened += 1
+        self._opened += 1  # numbered before the await: connections open side by side
+        connection = await H1Connection.open(self.dialer, self.version, self._opened)
         self._open.append(connection)
         return connection
 

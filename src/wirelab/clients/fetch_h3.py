@@ -30,7 +30,7 @@ from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import NetworkAddress, QuicConnection
-from aioquic.quic.events import ConnectionTerminated, QuicEvent
+from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, QuicEvent
 from aioquic.quic.logger import QuicLogger, QuicLoggerTrace
 
 from wirelab.clients.wire import Body, ConnectionStats, Exchange, FetchError, Recorder, Target, TraceEvent
@@ -87,6 +87,8 @@ class _H3Protocol(QuicConnectionProtocol):
         self.bytes_received = 0
         self.streams: dict[int, asyncio.Queue[H3Event | None]] = {}
         self.terminated: ConnectionTerminated | None = None
+        self.handshake_ended = asyncio.Event()
+        """Set once the handshake completed or the connection ended (`terminated` says which)."""
         self.after_datagram: Callable[[], None] = lambda: None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -98,8 +100,11 @@ class _H3Protocol(QuicConnectionProtocol):
         self.after_datagram()
 
     def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, HandshakeCompleted):
+            self.handshake_ended.set()
         if isinstance(event, ConnectionTerminated):
             self.terminated = event
+            self.handshake_ended.set()
             for waiting in self.streams.values():
                 waiting.put_nowait(None)
         for h3_event in self.h3.handle_event(event):
@@ -190,17 +195,15 @@ class H3Session:
         protocol.connect(address)
         try:
             async with asyncio.timeout(self._within_s):
-                await protocol.wait_connected()
+                await protocol.handshake_ended.wait()
         except TimeoutError:
             raise FetchError(
                 f"QUIC handshake with {where} did not complete within {self._within_s}s "
                 f"(is anything serving HTTP/3 on UDP port {target.port}?)"
             ) from None
-        except ConnectionError:
-            reason = protocol.terminated.reason_phrase if protocol.terminated else "closed"
-            raise FetchError(
-                f"QUIC handshake with {where} failed (trusting {self._trusted}): {reason}"
-            ) from None
+        if protocol.terminated is not None:
+            reason = protocol.terminated.reason_phrase or f"error {protocol.terminated.error_code:#x}"
+            raise FetchError(f"QUIC handshake with {where} failed (trusting {self._trusted}): {reason}")
         self._handshake_ms = self.recorder.ms() - self._connect_ms
         self.recorder.trace(1, "note", f"QUIC handshake in {self._handshake_ms:.1f} ms, ALPN h3")
 

@@ -232,6 +232,10 @@ class Dialer:
             raise FetchError(f"{where}: no TCP connection within {self.within_s}s") from None
         except socket.gaierror as error:
             raise FetchError(f"{target.host}: cannot resolve the name ({error.strerror})") from None
+        except ConnectionRefusedError:
+            raise FetchError(
+                f"{where}: connection refused (is anything listening on TCP port {target.port}?)"
+            ) from None
         except OSError as error:
             raise FetchError(f"{where}: cannot connect ({error.strerror or error})") from None
         connected = recorder.ms()
@@ -274,7 +278,9 @@ def _tls_error(error: BaseException, where: str, trusted: str, timeout: float) -
             f"TLS: {where}'s certificate is not trusted by {trusted} ({error.verify_message})"
         )
     if isinstance(error, ssl.SSLError):
-        return FetchError(f"TLS handshake with {where} failed: {error.reason or error}")
+        return FetchError(
+            f"TLS handshake with {where} failed: {error.reason or error} (does it speak TLS?)"
+        )
     if isinstance(error, TimeoutError):
         return FetchError(f"TLS handshake with {where} did not finish within {timeout}s")
     if isinstance(error, OSError):
