@@ -19,6 +19,7 @@ command -v iperf3 >/dev/null || missing+=(iperf3)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || missing+=(nginx)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
+command -v caddy >/dev/null || missing+=(caddy)  # HTTP/3 (quic-go) for tests/clients/test_fetch_h3.py
 if ((${#missing[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -72,11 +72,16 @@ class Nginx:
     plain_port: int
     tls_port: int
     h2c_port: int
+    h1_tls_port: int
+    """TLS without HTTP/2: ALPN gives http/1.1."""
     log: Path
 
-    def connections_logged(self) -> list[str]:
-        """The `$connection` of every request logged, in order."""
-        return [line.split()[0] for line in self.log.read_text().splitlines()]
+    def logged(self, since: int) -> list[list[str]]:
+        """The access log's lines after the first `since` bytes: connection, protocol, URI, status."""
+        return [line.split() for line in self.log.read_bytes()[since:].decode().splitlines()]
+
+    def log_size(self) -> int:
+        return self.log.stat().st_size if self.log.exists() else 0
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,7 @@ class Caddy:
 def run_nginx(gallery: Gallery, workdir: Path) -> Iterator[Nginx]:
     if shutil.which("nginx") is None:
         unavailable("nginx is not installed (apt-get install nginx)")
-    site = Nginx(gallery, free_port(), free_port(), free_port(), workdir / "access.log")
+    site = Nginx(gallery, free_port(), free_port(), free_port(), free_port(), workdir / "access.log")
     temps = "".join(f"  {kind}_temp_path {workdir}/{kind};\n" for kind in ("client_body", "proxy"))
     serve = f"root {gallery.root};"
     config = workdir / "nginx.conf"
@@ -101,13 +106,14 @@ def run_nginx(gallery: Gallery, workdir: Path) -> Iterator[Nginx]:
         "  default_type application/octet-stream;\n"
         f"  server {{ listen 127.0.0.1:{site.plain_port}; {serve} }}\n"
         f"  server {{ listen 127.0.0.1:{site.h2c_port} http2; {serve} }}\n"
-        f"  server {{ listen 127.0.0.1:{site.tls_port} ssl http2; ssl_certificate {gallery.cert}; "
-        f"ssl_certificate_key {gallery.key}; ssl_protocols TLSv1.2 TLSv1.3; {serve} }}\n}}\n"
+        f"  ssl_certificate {gallery.cert}; ssl_certificate_key {gallery.key}; ssl_protocols TLSv1.2 TLSv1.3;\n"
+        f"  server {{ listen 127.0.0.1:{site.tls_port} ssl http2; {serve} }}\n"
+        f"  server {{ listen 127.0.0.1:{site.h1_tls_port} ssl; {serve} }}\n}}\n"
     )
     command = ["nginx", "-e", str(workdir / "error.log"), "-p", str(workdir), "-c", str(config)]
     process = subprocess.Popen(command, stderr=subprocess.PIPE)
     try:
-        for port in (site.plain_port, site.tls_port, site.h2c_port):
+        for port in (site.plain_port, site.tls_port, site.h2c_port, site.h1_tls_port):
             _wait_tcp(port, process, "nginx")
         yield site
     finally:
