@@ -106,7 +106,8 @@ def run_nginx(gallery: Gallery, workdir: Path) -> Iterator[Nginx]:
         "  default_type application/octet-stream;\n"
         f"  server {{ listen 127.0.0.1:{site.plain_port}; {serve} }}\n"
         f"  server {{ listen 127.0.0.1:{site.h2c_port} http2; {serve} }}\n"
-        f"  ssl_certificate {gallery.cert}; ssl_certificate_key {gallery.key}; ssl_protocols TLSv1.2 TLSv1.3;\n"
+        f"  ssl_certificate {gallery.cert}; ssl_certificate_key {gallery.key};\n"
+        "  ssl_protocols TLSv1.2 TLSv1.3;\n"
         f"  server {{ listen 127.0.0.1:{site.tls_port} ssl http2; {serve} }}\n"
         f"  server {{ listen 127.0.0.1:{site.h1_tls_port} ssl; {serve} }}\n}}\n"
     )
