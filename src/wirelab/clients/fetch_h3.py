@@ -156,8 +156,9 @@ class H3Session:
         self.path_challenges = 0
         """PATH_CHALLENGE frames the server sent (it checks a new address before it uses it)."""
         self.migration_disabled = False
-        """The server's transport parameters said disable_active_migration (RFC 9000 §18.2): the
-        client must not move, so `migrate_after` is not acted on."""
+        """A migration was asked for, but the server's transport parameters said
+        disable_active_migration (RFC 9000 §18.2): the client must not move, so it did not."""
+        self._peer_forbids_migration = False
         self._cafile = cafile
         self._trusted = trusted
         self._within_s = within_s
@@ -179,7 +180,6 @@ class H3Session:
         except socket.gaierror as error:
             raise FetchError(f"{target.host}: cannot resolve the name ({error.strerror})") from None
         self._family, address = infos[0][0], infos[0][4]
-        self._connect_ms = self.recorder.ms()
         traced = self.recorder.tracer is not None or self._migrate_after is not None
         configuration = QuicConfiguration(
             is_client=True,
@@ -192,6 +192,7 @@ class H3Session:
         protocol = self._protocol = _H3Protocol(QuicConnection(configuration=configuration))
         protocol.after_datagram = self._release
         self._transport = await self._bind()
+        self._connect_ms = self.recorder.ms()
         protocol.connect(address)
         try:
             async with asyncio.timeout(self._within_s):
@@ -246,7 +247,7 @@ class H3Session:
         if name == "transport:packet_received":
             self.path_challenges += sum(frame.get("frame_type") == "path_challenge" for frame in frames)
         elif name == "transport:parameters_set" and data.get("owner") == "remote":
-            self.migration_disabled = bool(data.get("disable_active_migration"))
+            self._peer_forbids_migration = bool(data.get("disable_active_migration"))
         if self.recorder.tracer is None or name in _SKIPPED:
             return
         direction = "recv" if name.endswith(("_received", "_parsed")) else "send"
@@ -331,8 +332,8 @@ class H3Session:
     async def _maybe_migrate(self, received: int) -> None:
         if self._migrate_after is None or self.migration is not None or received < self._migrate_after:
             return
-        if self.migration_disabled:
-            self._migrate_after = None
+        if self._peer_forbids_migration:
+            self.migration_disabled, self._migrate_after = True, None
             self.recorder.trace(1, "note", "not migrating: the server sent disable_active_migration")
             return
         old, old_port = self._transport, self.local_port

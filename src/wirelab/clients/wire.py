@@ -178,7 +178,8 @@ class ConnectionStats:
     """What it spoke: HTTP/1.0, HTTP/1.1, h2, h2c or h3."""
     local_port: int
     connect_ms: float
-    """DNS and the TCP handshake (for QUIC, DNS alone): from the start of the fetch."""
+    """When the connection was up, from the start of the fetch: DNS and the TCP handshake (for
+    QUIC: DNS and a UDP socket, the handshake being QUIC's own)."""
     handshake_ms: float | None
     """The TLS or QUIC handshake's own duration, None in clear."""
     requests: int
