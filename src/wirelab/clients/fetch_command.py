@@ -96,7 +96,6 @@ def fetch(
 
     from wirelab.clients.fetch import FetchError, FetchResult, fetch, fetch_page
     from wirelab.errors import ConfigError
-    from wirelab.net.loop import runner
 
     logging.getLogger("quic").setLevel(logging.CRITICAL)  # aioquic's own account of what we report
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -118,8 +117,10 @@ def fetch(
         return await fetch(url, migrate_after=1 if migrate else None, **options)
 
     try:
-        with runner() as loop:
-            result = loop.run(run())
+        # The standard loop, not uvloop: uvloop's TLS layer logs "Fatal error on SSL protocol" for
+        # handshakes cancelled mid-way (Ctrl-C while a page's connections open; MagicStack/uvloop#68),
+        # and a client that shows the protocols gains nothing from a faster loop.
+        result = asyncio.run(run())
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     except FetchError as exc:

@@ -27,6 +27,7 @@ from wirelab.clients.wire import (
     FetchError,
     Recorder,
     Target,
+    gather_or_cancel,
 )
 from wirelab.proto.http1 import (
     Data,
@@ -245,11 +246,11 @@ class H1Session:
         width = min(self.connections, len(paths))
         if self.pipeline:
             shares = [list(range(len(paths)))[first::width] for first in range(width)]
-            await asyncio.gather(*(self._pipelined(paths, share, results) for share in shares))
+            await gather_or_cancel(self._pipelined(paths, share, results) for share in shares)
         else:
             queue = list(enumerate(paths))
             queue.reverse()
-            await asyncio.gather(*(self._worker(queue, results) for _ in range(width)))
+            await gather_or_cancel(self._worker(queue, results) for _ in range(width))
         return [results[index] for index in range(len(paths))]
 
     async def _worker(self, queue: list[tuple[int, str]], results: dict[int, Exchange]) -> None:

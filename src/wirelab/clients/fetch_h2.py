@@ -19,7 +19,15 @@ import hyperframe.frame
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
-from wirelab.clients.wire import Body, ConnectionStats, Dialed, Dialer, Exchange, FetchError
+from wirelab.clients.wire import (
+    Body,
+    ConnectionStats,
+    Dialed,
+    Dialer,
+    Exchange,
+    FetchError,
+    gather_or_cancel,
+)
 from wirelab.http.h2client import H2Upstream, Origin, UpstreamError
 
 __all__ = ["FrameTap", "H2Session"]
@@ -73,7 +81,8 @@ class FrameTap:
         return lines
 
     def _describe(self, frame: hyperframe.frame.Frame, length: int) -> str:
-        name = _TYPES.get(frame.type or 0, f"type {frame.type:#x}") if frame.type is not None else "unknown"
+        kind = frame.type if frame.type is not None else -1
+        name = _TYPES.get(kind, f"type {kind:#x}")
         flags = f" [{', '.join(sorted(frame.flags))}]" if frame.flags else ""
         detail = self._detail(frame)
         return f"{name} stream {frame.stream_id}{flags} len {length}" + (f": {detail}" if detail else "")
@@ -183,7 +192,7 @@ class H2Session:
 
     async def get_all(self, paths: list[str]) -> list[Exchange]:
         """Every path at once, each a stream of the one connection (as many open as the server allows)."""
-        return list(await asyncio.gather(*(self.get(path) for path in paths)))
+        return await gather_or_cancel(self.get(path) for path in paths)
 
     async def aclose(self) -> list[ConnectionStats]:
         protocol = "h2" if self.dialer.ssl_context is not None else "h2c"

@@ -19,6 +19,7 @@ quic-go sends): then the session stays where it is, as it must.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,11 +34,22 @@ from aioquic.quic.connection import NetworkAddress, QuicConnection
 from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, QuicEvent
 from aioquic.quic.logger import QuicLogger, QuicLoggerTrace
 
-from wirelab.clients.wire import Body, ConnectionStats, Exchange, FetchError, Recorder, Target, TraceEvent
+from wirelab.clients.wire import (
+    Body,
+    ConnectionStats,
+    Exchange,
+    FetchError,
+    Recorder,
+    Target,
+    TraceEvent,
+    gather_or_cancel,
+)
 
 __all__ = ["H3Session", "Migration"]
 
 USER_AGENT = b"wirelab-fetch"
+CLOSE_WAIT_S = 1.0
+"""How long closing waits for the server to hear CONNECTION_CLOSE."""
 _SKIPPED = {
     "transport:datagrams_sent",
     "transport:datagrams_received",
@@ -348,18 +360,17 @@ class H3Session:
 
     async def get_all(self, paths: list[str]) -> list[Exchange]:
         """Every path at once, each a stream of the one connection."""
-        return list(await asyncio.gather(*(self.get(path) for path in paths)))
+        return await gather_or_cancel(self.get(path) for path in paths)
 
     async def aclose(self) -> list[ConnectionStats]:
         protocol = self._protocol
         if protocol is None:
             return []
         protocol.close()
-        try:
-            async with asyncio.timeout(1):
-                await protocol.wait_closed()
-        except TimeoutError:
-            pass
+        if self._handshake_ms:  # a connection that never opened has nobody to say goodbye to
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_WAIT_S):
+                    await protocol.wait_closed()
         port = self.local_port
         if self._transport is not None:
             self._transport.close()

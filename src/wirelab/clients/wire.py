@@ -18,8 +18,9 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 from wirelab.errors import ConfigError, WirelabError
@@ -37,8 +38,10 @@ __all__ = [
     "Target",
     "TraceEvent",
     "Tracer",
+    "gather_or_cancel",
 ]
 
+T = TypeVar("T")
 RECV_BYTES = 64 << 10
 _TCP_BYTES = struct.Struct("=QQ")
 """struct tcp_info's tcpi_bytes_acked and tcpi_bytes_received (Linux 4.1 and later), at offset 120."""
@@ -287,3 +290,15 @@ def _tls_error(error: BaseException, where: str, trusted: str, timeout: float) -
     if isinstance(error, OSError):
         return FetchError(f"{where}: the connection failed during the TLS handshake ({error})")
     return error
+
+
+async def gather_or_cancel(coroutines: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run the coroutines side by side; their results in order. The first failure cancels the
+    others (a broken page stops loading, nothing keeps running behind the error) and is raised."""
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
