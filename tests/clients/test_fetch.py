@@ -3,6 +3,8 @@ nginx serving a generated gallery: a page of 100 images, a stylesheet and a scri
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
 import time
@@ -209,3 +211,27 @@ def test_the_command_fails_in_one_line(tmp_path: Path) -> None:
     done = _wirelab(f"http://127.0.0.1:{free_port()}/")
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "connection refused" in done.stderr
+
+
+def test_the_command_prints_a_page_as_json(nginx: Nginx, gallery: Gallery) -> None:
+    url = f"http://127.0.0.1:{nginx.plain_port}/"
+    done = _wirelab(url, "--page", "--pipeline", "--json")
+    assert done.returncode == 0, done.stderr
+    page = json.loads(done.stdout)
+    assert (page["requests"], page["connections"], page["handshakes"]) == (PAGE_REQUESTS, 1, 0)
+    assert "body" not in page["exchanges"][0]
+
+
+def test_ctrl_c_stops_the_command_cleanly(nginx: Nginx, gallery: Gallery) -> None:
+    """SIGINT mid-transfer: exit 130 and one line, no traceback, whatever was in flight."""
+    command = [sys.executable, "-m", "wirelab", "fetch", f"https://127.0.0.1:{nginx.tls_port}/big.bin"]
+    arguments = [*command, "--http", "2", "--cacert", str(gallery.ca), "-v"]
+    with subprocess.Popen(arguments, stderr=subprocess.PIPE, text=True) as process:
+        assert process.stderr is not None
+        for line in process.stderr:  # the transfer has begun
+            if "DATA stream 1" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        rest = process.stderr.read()
+        assert process.wait(timeout=20) == 130
+    assert "Traceback" not in rest and rest.rstrip().endswith("wirelab fetch: interrupted")

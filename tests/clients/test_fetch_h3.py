@@ -92,3 +92,9 @@ async def test_nothing_on_the_udp_port_is_a_handshake_timeout(gallery: Gallery) 
 async def test_an_untrusted_certificate_fails_the_quic_handshake(caddy: Caddy) -> None:
     with pytest.raises(FetchError, match=r"QUIC handshake .* failed \(trusting the system's CAs\)"):
         await fetch(f"https://127.0.0.1:{caddy.port}/", http="3")
+
+
+async def test_a_response_without_a_body_ends_with_its_head(caddy: Caddy, gallery: Gallery) -> None:
+    """HTTP/3: the HEADERS frame of a 404 without content ends the stream (FIN) by itself."""
+    result = await fetch(f"https://127.0.0.1:{caddy.port}/missing", http="3", cafile=gallery.ca)
+    assert (result.status, result.body_bytes) == (404, 0)

@@ -19,6 +19,7 @@ from collections import deque
 
 from wirelab.clients.wire import (
     RECV_BYTES,
+    REQUEST_FIELDS,
     Body,
     ConnectionStats,
     Dialed,
@@ -28,6 +29,7 @@ from wirelab.clients.wire import (
     Recorder,
     Target,
     gather_or_cancel,
+    text_fields,
 )
 from wirelab.proto.http1 import (
     Data,
@@ -41,7 +43,6 @@ from wirelab.proto.http1 import (
 
 __all__ = ["H1Connection", "H1Session"]
 
-USER_AGENT = b"wirelab-fetch"
 CLOSE_WAIT_S = 2.0
 """How long a connection whose response said it would not persist waits to see the server close it."""
 
@@ -115,8 +116,7 @@ class H1Connection:
     def _head(self, path: str) -> bytes:
         fields = (
             (b"host", self.target.authority.encode()),
-            (b"user-agent", USER_AGENT),
-            (b"accept", b"*/*"),
+            *REQUEST_FIELDS,
         )
         return write(Request(b"GET", path.encode(), self.version, fields))
 
@@ -138,7 +138,7 @@ class H1Connection:
         self._recorder.trace(number, "note", f"{path}: {body.size:,} body bytes")
         if not self._parser.keep_alive and not self._pending:
             await self._wait_close()
-        fields = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in head.headers)
+        fields = text_fields(head.headers)
         return Exchange(
             path, head.status, fields, body.size, body.sha256, number, started, first_byte, done, body.data
         )
@@ -179,23 +179,12 @@ class H1Connection:
 
     async def close(self) -> ConnectionStats:
         """Close the connection; its figures."""
-        sent, received = self.dialed.bytes_on_wire()
+        protocol = "HTTP/1.0" if self.version == b"1.0" else "HTTP/1.1"
+        stats = self.dialed.stats(protocol, self.requests, closed_by_server=self.closed_by_server)
         self._writer.close()
         with contextlib.suppress(OSError, ssl.SSLError):
             await self._writer.wait_closed()
-        dialed = self.dialed
-        protocol = "HTTP/1.0" if self.version == b"1.0" else "HTTP/1.1"
-        return ConnectionStats(
-            dialed.number,
-            protocol,
-            dialed.local_port,
-            dialed.connect_ms,
-            dialed.handshake_ms,
-            self.requests,
-            sent,
-            received,
-            self.closed_by_server,
-        )
+        return stats
 
 
 class H1Session:

@@ -20,6 +20,7 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
 from wirelab.clients.wire import (
+    REQUEST_FIELDS,
     Body,
     ConnectionStats,
     Dialed,
@@ -27,6 +28,7 @@ from wirelab.clients.wire import (
     Exchange,
     FetchError,
     gather_or_cancel,
+    text_fields,
 )
 from wirelab.http.h2client import H2Upstream, Origin, UpstreamError
 
@@ -46,7 +48,6 @@ _TYPES = {
     0x8: "WINDOW_UPDATE",
     0x9: "CONTINUATION",
 }
-USER_AGENT = b"wirelab-fetch"
 
 
 class FrameTap:
@@ -162,10 +163,9 @@ class H2Session:
 
     async def get(self, path: str, *, keep: bool = False) -> Exchange:
         recorder = self.dialer.recorder
-        headers = [(b"user-agent", USER_AGENT), (b"accept", b"*/*")]
         with _translated():
             started = recorder.ms()
-            response = await self._upstream.send(b"GET", path.encode(), headers, None)
+            response = await self._upstream.send(b"GET", path.encode(), REQUEST_FIELDS, None)
             self._requests += 1
             first_byte = recorder.ms()
             body = Body(keep=keep)
@@ -174,9 +174,7 @@ class H2Session:
                     body.add(data)
             finally:
                 await response.aclose()
-        fields = tuple(
-            (name.decode("latin-1"), value.decode("latin-1")) for name, value in response.headers
-        )
+        fields = text_fields(response.headers)
         return Exchange(
             path,
             response.status,
@@ -196,22 +194,7 @@ class H2Session:
 
     async def aclose(self) -> list[ConnectionStats]:
         protocol = "h2" if self.dialer.ssl_context is not None else "h2c"
-        stats = []
-        for dialed in self._dialed:
-            sent, received = dialed.bytes_on_wire()
-            stats.append(
-                ConnectionStats(
-                    dialed.number,
-                    protocol,
-                    dialed.local_port,
-                    dialed.connect_ms,
-                    dialed.handshake_ms,
-                    self._requests,
-                    sent,
-                    received,
-                    closed_by_server=False,
-                )
-            )
+        stats = [dialed.stats(protocol, self._requests) for dialed in self._dialed]
         await self._upstream.aclose()
         return stats
 

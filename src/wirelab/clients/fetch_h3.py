@@ -35,6 +35,7 @@ from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, QuicEv
 from aioquic.quic.logger import QuicLogger, QuicLoggerTrace
 
 from wirelab.clients.wire import (
+    REQUEST_FIELDS,
     Body,
     ConnectionStats,
     Exchange,
@@ -43,11 +44,11 @@ from wirelab.clients.wire import (
     Target,
     TraceEvent,
     gather_or_cancel,
+    text_fields,
 )
 
 __all__ = ["H3Session", "Migration"]
 
-USER_AGENT = b"wirelab-fetch"
 CLOSE_WAIT_S = 1.0
 """How long closing waits for the server to hear CONNECTION_CLOSE."""
 _SKIPPED = {
@@ -275,57 +276,47 @@ class H3Session:
         self.recorder.tracer(TraceEvent(at, 1, direction, text))
 
     async def get(self, path: str, *, keep: bool = False) -> Exchange:
+        """GET `path` on a new stream and read its response whole."""
         protocol = self._connected
         stream_id = protocol._quic.get_next_available_stream_id()
         inbox: asyncio.Queue[H3Event | None] = asyncio.Queue()
         protocol.streams[stream_id] = inbox
-        target = self.target
-        head = [
+        request = [
             (b":method", b"GET"),
             (b":scheme", b"https"),
-            (b":authority", target.authority.encode()),
+            (b":authority", self.target.authority.encode()),
             (b":path", path.encode()),
-            (b"user-agent", USER_AGENT),
-            (b"accept", b"*/*"),
+            *REQUEST_FIELDS,
         ]
         started = self.recorder.ms()
-        protocol.h3.send_headers(stream_id, head, end_stream=True)
+        protocol.h3.send_headers(stream_id, request, end_stream=True)
         protocol.transmit()
         self._requests += 1
-        status, first_byte, body = 0, 0.0, Body(keep=keep)
-        fields: tuple[tuple[str, str], ...] = ()
         try:
-            ended = False
+            head = await self._final_head(inbox)
+            first_byte, body, ended = self.recorder.ms(), Body(keep=keep), head.stream_ended
             while not ended:
                 event = await self._next(inbox)
-                if isinstance(event, HeadersReceived) and not status:
-                    named = [
-                        (bytes(n).decode("latin-1"), bytes(v).decode("latin-1")) for n, v in event.headers
-                    ]
-                    status = int(dict(named).get(":status", "0"))
-                    if status < 200:
-                        status = 0  # an interim answer: the final one follows
-                        continue
-                    first_byte = self.recorder.ms()
-                    fields = tuple((n, v) for n, v in named if not n.startswith(":"))
-                elif isinstance(event, DataReceived):
+                if isinstance(event, DataReceived):
                     body.add(event.data)
                     await self._maybe_migrate(body.size)
                 ended = event.stream_ended
         finally:
             del protocol.streams[stream_id]
+        fields = text_fields(head.headers)
+        status = int(dict(fields)[":status"])
+        fields = tuple(field for field in fields if not field[0].startswith(":"))
+        done = self.recorder.ms()
         return Exchange(
-            path,
-            status,
-            fields,
-            body.size,
-            body.sha256,
-            1,
-            started,
-            first_byte,
-            self.recorder.ms(),
-            body.data,
+            path, status, fields, body.size, body.sha256, 1, started, first_byte, done, body.data
         )
+
+    async def _final_head(self, inbox: asyncio.Queue[H3Event | None]) -> HeadersReceived:
+        """The response's head, after any interim (1xx) ones."""
+        while True:
+            event = await self._next(inbox)
+            if isinstance(event, HeadersReceived) and not dict(event.headers)[b":status"].startswith(b"1"):
+                return event
 
     async def _next(self, inbox: asyncio.Queue[H3Event | None]) -> HeadersReceived | DataReceived:
         try:

@@ -28,6 +28,7 @@ from wirelab.net.connect import open_tcp
 
 __all__ = [
     "RECV_BYTES",
+    "REQUEST_FIELDS",
     "Body",
     "ConnectionStats",
     "Dialed",
@@ -39,10 +40,13 @@ __all__ = [
     "TraceEvent",
     "Tracer",
     "gather_or_cancel",
+    "text_fields",
 ]
 
 T = TypeVar("T")
 RECV_BYTES = 64 << 10
+REQUEST_FIELDS = ((b"user-agent", b"wirelab-fetch"), (b"accept", b"*/*"))
+"""What every request of a fetch says besides its method, target and authority."""
 _TCP_BYTES = struct.Struct("=QQ")
 """struct tcp_info's tcpi_bytes_acked and tcpi_bytes_received (Linux 4.1 and later), at offset 120."""
 _TCP_BYTES_OFFSET = 120
@@ -204,13 +208,25 @@ class Dialed:
     alpn: str | None
     _meter: socket.socket = field(repr=False)
 
-    def bytes_on_wire(self) -> tuple[int, int]:
-        """(sent and acknowledged, received) TCP payload bytes so far; then the meter is closed."""
+    def stats(self, protocol: str, requests: int, *, closed_by_server: bool = False) -> ConnectionStats:
+        """The connection's figures, with the TCP payload bytes sent (and acknowledged) and received
+        so far; the meter is closed after."""
         try:
             info = self._meter.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
         finally:
             self._meter.close()
-        return _TCP_BYTES.unpack_from(info, _TCP_BYTES_OFFSET)
+        sent, received = _TCP_BYTES.unpack_from(info, _TCP_BYTES_OFFSET)
+        return ConnectionStats(
+            self.number,
+            protocol,
+            self.local_port,
+            self.connect_ms,
+            self.handshake_ms,
+            requests,
+            sent,
+            received,
+            closed_by_server,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,3 +318,8 @@ async def gather_or_cancel(coroutines: Iterable[Coroutine[Any, Any, T]]) -> list
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def text_fields(fields: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:
+    """Header fields as text (ISO-8859-1, which takes any byte, as RFC 9110 §5.5 suggests)."""
+    return tuple((bytes(name).decode("latin-1"), bytes(value).decode("latin-1")) for name, value in fields)
