@@ -86,7 +86,7 @@ def fetch(
              wirelab fetch https://localhost:8443/ --http 1.1 --page --connections 6
              wirelab fetch https://localhost:8443/big.bin --http 3 --migrate -v
     Exit status: 0 answered below 400 (every request, with --page), 1 otherwise or on an error,
-    130 interrupted.
+    2 a usage error, 130 interrupted.
     """
     import asyncio
     import logging

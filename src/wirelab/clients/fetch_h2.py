@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Iterator
 
 import hpack
@@ -151,7 +152,7 @@ class H2Session:
         )
 
     async def _dial(
-        self, origin: Origin, ssl_context: object
+        self, origin: Origin, ssl_context: ssl.SSLContext | None
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer, dialed = await self.dialer.dial(len(self._dialed) + 1)
         self._dialed.append(dialed)

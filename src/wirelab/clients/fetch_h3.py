@@ -226,11 +226,11 @@ class H3Session:
         sock = socket.socket(self._family, socket.SOCK_DGRAM)
         sock.bind(("::" if self._family == socket.AF_INET6 else "0.0.0.0", 0))
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: self._connected, sock=sock)
+        transport, _ = await loop.create_datagram_endpoint(lambda: self._quic_protocol, sock=sock)
         return transport
 
     @property
-    def _connected(self) -> _H3Protocol:
+    def _quic_protocol(self) -> _H3Protocol:
         if self._protocol is None:
             raise RuntimeError("the session is not open")
         return self._protocol
@@ -277,7 +277,7 @@ class H3Session:
 
     async def get(self, path: str, *, keep: bool = False) -> Exchange:
         """GET `path` on a new stream and read its response whole."""
-        protocol = self._connected
+        protocol = self._quic_protocol
         stream_id = protocol._quic.get_next_available_stream_id()
         inbox: asyncio.Queue[H3Event | None] = asyncio.Queue()
         protocol.streams[stream_id] = inbox
@@ -327,7 +327,7 @@ class H3Session:
                 f"{self.target.authority} sent nothing for {self._within_s}s over QUIC"
             ) from None
         if event is None:
-            terminated = self._connected.terminated
+            terminated = self._quic_protocol.terminated
             reason = terminated.reason_phrase if terminated else ""
             raise FetchError(f"the QUIC connection to {self.target.authority} ended: {reason or 'closed'}")
         return cast(HeadersReceived | DataReceived, event)
@@ -343,7 +343,7 @@ class H3Session:
         self._transport = await self._bind()
         if old is not None:
             old.close()
-        self._connected.change_connection_id()
+        self._quic_protocol.change_connection_id()
         self.migration = Migration(old_port, self.local_port, received)
         self.recorder.trace(
             1, "note", f"migrated: UDP port {old_port} -> {self.local_port} after {received:,} body bytes"
