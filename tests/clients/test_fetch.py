@@ -139,6 +139,17 @@ async def test_pipelined_requests_all_go_before_the_responses_which_come_in_orde
     assert wire[2:] == ["send"] * (PAGE_REQUESTS - 1) + ["recv"] * (PAGE_REQUESTS - 1)
 
 
+async def test_pipelining_over_several_connections_shares_the_page_out(
+    nginx: Nginx, gallery: Gallery
+) -> None:
+    """Three pipelined connections: the resources dealt out in turn, 34 each, the page on the first."""
+    url = f"https://127.0.0.1:{nginx.tls_port}/"
+    page = await fetch_page(url, http="1.1", pipeline=True, connections=3, cafile=gallery.ca)
+    _check_page(page, gallery)
+    assert [stats.requests for stats in page.connection_stats] == [35, 34, 34]
+    assert page.handshakes == 3
+
+
 async def test_h2_page_is_multiplexed_on_one_connection(nginx: Nginx, gallery: Gallery) -> None:
     """Every request a stream (1, 3, 5, ...) of one TLS connection; nginx logged one connection."""
     since = nginx.log_size()
