@@ -25,6 +25,7 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v nft >/dev/null || missing+=(nftables)
 command -v iptables >/dev/null || missing+=(iptables)
 command -v ping >/dev/null || missing+=(iputils-ping)
+command -v caddy >/dev/null || missing+=(caddy)  # HTTP/3 (quic-go) for tests/clients/test_fetch_h3.py
 if ((${#missing[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -39,6 +39,7 @@ class LazyGroup(click.Group):
         "bench": "wirelab.bench.commands:bench",
         "ca": "wirelab.net.ca_command:ca",
         "demo": "wirelab.demo.commands:demo",
+        "fetch": "wirelab.clients.fetch_command:fetch",
         "impair": "wirelab.net.impair_command:impair",
         "lb": "wirelab.proxy.commands:lb",
         "proxy": "wirelab.proxy.forward_command:proxy",

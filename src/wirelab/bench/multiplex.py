@@ -41,7 +41,7 @@ from wirelab.net.netns import Namespace, lossy_namespace
 from wirelab.net.nfqueue import delay_packets
 from wirelab.proto.impair import Impairment
 
-__all__ = ["COLUMNS", "MODES", "MultiplexPlan", "Mode", "run_multiplex", "summary"]
+__all__ = ["COLUMNS", "MODES", "Mode", "MultiplexPlan", "run_multiplex", "summary"]
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,12 @@ __all__ = ["main"]
 
 
 async def _wait_ready(url: str, cafile: Path, within_s: float) -> None:
+    """The server writes its CA as it starts; until then, and until it listens, try again."""
     deadline = time.monotonic() + within_s
     while True:
         try:
-            if cafile.exists():
-                await fetch(url, http="1.1", cafile=cafile, timeout_s=2)
-                return
+            await fetch(url, http="1.1", cafile=cafile, timeout_s=2)
+            return
         except (OSError, WirelabError):
             if time.monotonic() > deadline:
                 raise

@@ -20,6 +20,10 @@ process the request, so that even a non-idempotent one may be sent again (RFC 91
 connection that could not be opened, RST_STREAM with REFUSED_STREAM, and streams above GOAWAY's
 last stream id.
 
+Two hooks let a client that teaches (`wirelab fetch`) watch the connection without a second driver:
+`dial` opens the byte stream (timing its steps, metering its bytes) instead of
+`asyncio.open_connection`, and `tap` sees every byte h2 writes and reads, to show the frames.
+
     UpstreamError           .unprocessed: safe to send again whatever the method
     ├── UpstreamUnreachable the connection could not be opened (TCP, TLS, ALPN, no HTTP/2)
     ├── UpstreamTimeout     no connection, response head or body data within the timeout
@@ -34,7 +38,7 @@ import contextlib
 import itertools
 import logging
 import ssl
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import urlsplit
@@ -51,11 +55,13 @@ from wirelab.http.downstream import Downstream
 
 __all__ = [
     "ConnectionLost",
+    "Dial",
     "H2Upstream",
     "Headers",
     "Origin",
     "Response",
     "StreamReset",
+    "Tap",
     "UpstreamError",
     "UpstreamTimeout",
     "UpstreamUnreachable",
@@ -72,6 +78,8 @@ STREAM_WINDOW = 1 << 20
 """Bytes of one response the upstream may send ahead of what we relayed."""
 CONNECTION_WINDOW = 16 << 20
 """The same for all responses on the connection together."""
+Tap = Callable[[bytes, bool], None]
+"""Shown every byte of a connection: (data, sent), sent False for what was received."""
 
 
 class UpstreamError(WirelabError):
@@ -161,10 +169,13 @@ class _Stream:
 
 
 class _Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str, tap: Tap | None = None
+    ) -> None:
         self.name = name
         self._reader = reader
         self._writer = writer
+        self._tap = tap
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self.h2 = h2.connection.H2Connection(config=config)
         self.h2.local_settings = h2.settings.Settings(
@@ -294,12 +305,16 @@ class _Connection:
     def _flush(self) -> None:
         data = self.h2.data_to_send()
         if data and not self._writer.is_closing():
+            if self._tap is not None:
+                self._tap(data, True)
             self._writer.write(data)
 
     async def _read(self) -> None:
         lost: UpstreamError | None = None
         try:
             while data := await self._reader.read(RECV_BYTES):
+                if self._tap is not None:
+                    self._tap(data, False)
                 for event in self.h2.receive_data(data):
                     self._on(event)
                 self._flush()
@@ -456,9 +471,24 @@ class Response:
         self._connection.forget(self._stream, ended=self.complete and self.body_sent)
 
 
+Dial = Callable[
+    ["Origin", ssl.SSLContext | None], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+]
+"""Opens the byte stream of a new connection to the origin (TCP, then TLS given a context)."""
+
+
+async def _open_connection(
+    origin: Origin, ssl_context: ssl.SSLContext | None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    server_hostname = origin.host if ssl_context else None
+    return await asyncio.open_connection(
+        origin.host, origin.port, ssl=ssl_context, server_hostname=server_hostname
+    )
+
+
 class H2Upstream:
     """Up to `connections` HTTP/2 connections to `origin`, opened when first needed and again after
-    one is lost; requests take them in turn."""
+    one is lost; requests take them in turn. `dial` and `tap`: see the module's docstring."""
 
     def __init__(
         self,
@@ -468,6 +498,8 @@ class H2Upstream:
         connections: int = 1,
         connect_timeout: float = 5.0,
         timeout: float = 30.0,
+        dial: Dial = _open_connection,
+        tap: Tap | None = None,
     ) -> None:
         if (origin.scheme == "https") != (ssl_context is not None):
             raise ConfigError("upstream: https:// needs a TLS context, and http:// takes none")
@@ -475,6 +507,8 @@ class H2Upstream:
         self.ssl_context = ssl_context
         self.connect_timeout = connect_timeout
         self.timeout = timeout
+        self._dial = dial
+        self._tap = tap
         self.opened = 0
         """Connections opened so far."""
         self._slots: list[_Connection | None] = [None] * connections
@@ -535,13 +569,8 @@ class H2Upstream:
         origin = self.origin
         try:
             async with asyncio.timeout(self.connect_timeout):
-                reader, writer = await asyncio.open_connection(
-                    origin.host,
-                    origin.port,
-                    ssl=self.ssl_context,
-                    server_hostname=origin.host if self.ssl_context else None,
-                )
-                connection = _Connection(reader, writer, f"{origin} #{self.opened + 1}")
+                reader, writer = await self._dial(origin, self.ssl_context)
+                connection = _Connection(reader, writer, f"{origin} #{self.opened + 1}", self._tap)
                 self._all.add(connection)
                 connection.reading.add_done_callback(lambda _: self._all.discard(connection))
                 try:
