@@ -7,7 +7,7 @@ import sys
 
 from click.testing import CliRunner
 
-from wirelab.bench import commands, lb, slowloris, upload, versions
+from wirelab.bench import commands, lb, multiplex, slowloris, upload, versions
 from wirelab.bench.fanout import IMPLS
 from wirelab.clients import TRANSPORTS
 
@@ -34,6 +34,8 @@ def test_option_lists_match_the_scenarios() -> None:
     assert lb.IMPLS == commands.LB_IMPLS
     assert slowloris.IMPLS == commands.SLOWLORIS_IMPLS
     assert versions.IMPLS == commands.VERSIONS_IMPLS
+    assert tuple(mode.name for mode in multiplex.MODES) == commands.MULTIPLEX_MODES
+    assert multiplex.SERVERS == commands.MULTIPLEX_SERVERS
 
 
 def test_an_unknown_transport_is_a_usage_error() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import io
 import random
+from pathlib import Path
 
 from PIL import Image, ImageDraw
 
@@ -26,7 +27,16 @@ from wirelab.errors import NotFound
 from wirelab.http import Request, Router
 from wirelab.http.asgi import send_bytes
 
-__all__ = ["BLOB_LIMIT", "THUMBNAILS", "gallery_routes", "page", "thumbnail"]
+__all__ = [
+    "BLOB_LIMIT",
+    "SCRIPT",
+    "STYLE",
+    "THUMBNAILS",
+    "gallery_routes",
+    "page",
+    "thumbnail",
+    "write_site",
+]
 
 THUMBNAILS = 100
 BLOB_LIMIT = 64 << 20
@@ -34,13 +44,13 @@ _PIECE = bytes(range(256)) * 256  # byte i of a blob is i % 256: a client can ch
 _SIDE = 64
 _CACHE = [("cache-control", "no-store")]  # every load goes to the network: that is what is measured
 
-_STYLE = b"""body { font-family: system-ui, sans-serif; margin: 1rem; }
+STYLE = b"""body { font-family: system-ui, sans-serif; margin: 1rem; }
 #protocol { font-weight: bold; }
 .thumbs { display: grid; grid-template-columns: repeat(10, 64px); gap: 4px; }
 .thumbs img { width: 64px; height: 64px; image-rendering: pixelated; }
 """
 
-_SCRIPT = b"""// Which protocol carried the page and its thumbnails (Resource Timing's nextHopProtocol).
+SCRIPT = b"""// Which protocol carried the page and its thumbnails (Resource Timing's nextHopProtocol).
 window.addEventListener("load", () => {
   const page = performance.getEntriesByType("navigation")[0];
   const thumbs = performance.getEntriesByType("resource").filter((e) => e.name.includes("/thumbs/"));
@@ -96,6 +106,19 @@ def thumbnail(n: int) -> bytes:
     return out.getvalue()
 
 
+def write_site(root: Path) -> Path:
+    """The gallery as static files under `root` (root/gallery/index.html, ...), for a web server of
+    another make to serve the very same bytes; returns where the page is."""
+    folder = root / "gallery"
+    (folder / "thumbs").mkdir(parents=True, exist_ok=True)
+    (folder / "index.html").write_bytes(page())
+    (folder / "style.css").write_bytes(STYLE)
+    (folder / "app.js").write_bytes(SCRIPT)
+    for n in range(THUMBNAILS):
+        (folder / "thumbs" / f"{n:03d}.png").write_bytes(thumbnail(n))
+    return folder / "index.html"
+
+
 def _colour(rng: random.Random) -> tuple[int, int, int]:
     return (rng.randrange(256), rng.randrange(256), rng.randrange(256))
 
@@ -107,11 +130,11 @@ def gallery_routes(router: Router) -> None:
         await send_bytes(request.send, 200, html, content_type="text/html; charset=utf-8", headers=_CACHE)
 
     async def style(request: Request) -> None:
-        await send_bytes(request.send, 200, _STYLE, content_type="text/css; charset=utf-8", headers=_CACHE)
+        await send_bytes(request.send, 200, STYLE, content_type="text/css; charset=utf-8", headers=_CACHE)
 
     async def script(request: Request) -> None:
         await send_bytes(
-            request.send, 200, _SCRIPT, content_type="text/javascript; charset=utf-8", headers=_CACHE
+            request.send, 200, SCRIPT, content_type="text/javascript; charset=utf-8", headers=_CACHE
         )
 
     async def thumb(request: Request, n: str) -> None:

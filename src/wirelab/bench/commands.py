@@ -26,13 +26,15 @@ T = TypeVar("T", int, float)
 # Spelled out here rather than imported, since importing the scenarios would slow --help down;
 # tests check that they match wirelab.clients.TRANSPORTS, wirelab.bench.fanout.IMPLS,
 # wirelab.bench.pubsub.IMPLS, wirelab.bench.lb.IMPLS, wirelab.bench.upload.MODES,
-# wirelab.bench.slowloris.IMPLS, wirelab.bench.versions.IMPLS and wirelab.bench.multiplex.MODES.
+# wirelab.bench.slowloris.IMPLS, wirelab.bench.versions.IMPLS and wirelab.bench.multiplex's MODES
+# and SERVERS.
 TRANSPORTS = ("get", "short", "long", "sse", "ws")
 IMPLS = ("wirelab-mixed", "wirelab-ws", "websockets-broadcast")
 PUBSUB_IMPLS = ("embedded", "wirelab-amqp", "wirelab-redis", "aio-pika-bare")
 LB_IMPLS = ("wirelab-splice", "wirelab-copy", "haproxy", "direct")
 SLOWLORIS_IMPLS = ("wirelab", "nginx", "wirelab-no-deadline")
 MULTIPLEX_MODES = ("h1.1 x6", "h1.1 pipelined", "h2", "h3")
+MULTIPLEX_SERVERS = ("wirelab", "caddy")
 VERSIONS_IMPLS = ("wirelab-uvicorn", "wirelab", "nginx", "caddy")
 UPLOAD_MODES = ("single", "tus-1m", "tus-8m", "tus-64m", "tus-parallel-4", "tus-resumed-3")
 
@@ -590,9 +592,21 @@ def _listed(value: str, parse: Callable[[str], T], param: click.Parameter) -> tu
     type=_Names(MULTIPLEX_MODES),
     help="Comma-separated clients: h1.1 x6 (a browser's pool), h1.1 pipelined, h2, h3.",
 )
+@click.option(
+    "--servers",
+    default=",".join(MULTIPLEX_SERVERS),
+    show_default=True,
+    type=_Names(MULTIPLEX_SERVERS),
+    help="Comma-separated servers of the same page: wirelab (`up --http 1.1,2,3`), caddy (Go, quic-go).",
+)
 @_JSON_OPTION
 def multiplex(
-    losses: tuple[float, ...], rtt: float, repeat: int, modes: tuple[str, ...], json_path: Path | None
+    losses: tuple[float, ...],
+    rtt: float,
+    repeat: int,
+    modes: tuple[str, ...],
+    servers: tuple[str, ...],
+    json_path: Path | None,
 ) -> None:
     """The gallery (a page and its 102 resources) over HTTP/1.1 on six connections, HTTP/1.1
     pipelined, HTTP/2 and HTTP/3, through a network of our own with RTT ms of round trip and each
@@ -608,7 +622,7 @@ def multiplex(
     from wirelab.bench.multiplex import MultiplexPlan, run_multiplex
     from wirelab.net.netns import NamespaceUnavailable
 
-    plan = MultiplexPlan(losses_pct=losses, rtt_ms=rtt, repeat=repeat, modes=modes)
+    plan = MultiplexPlan(losses_pct=losses, rtt_ms=rtt, repeat=repeat, modes=modes, servers=servers)
     console, progress = _consoles()
     try:
         _exit(lambda: run_multiplex(plan, json_path=json_path, console=console, progress=progress), console)

@@ -1,7 +1,8 @@
 """`wirelab bench multiplex`: the gallery over HTTP/1.1, HTTP/2 and HTTP/3 on a slow, lossy network.
 
 The page (`/gallery`: the HTML, then 102 small resources) is loaded the four ways that matter, all
-over TLS on the same server (`wirelab up --http 1.1,2,3`):
+over TLS, from our server (`wirelab up --http 1.1,2,3`: hypercorn for HTTP/1.1 and HTTP/2, aioquic for
+HTTP/3) and from caddy (Go's HTTP/1.1 and HTTP/2, quic-go's HTTP/3) serving the very same files:
 
     h1.1 x6        HTTP/1.1 on six keep-alive connections, a browser's pool: six requests in flight
     h1.1 pipelined HTTP/1.1 on one connection, every request written at once, answers in order
@@ -22,6 +23,7 @@ included), handshakes and connections per load. Needs root (network namespaces).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -36,12 +38,15 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
+from wirelab.app.gallery import write_site
+from wirelab.bench.caddy import caddy_command, caddy_config, caddy_environment
 from wirelab.bench.report import Column, percentile, print_table, write_json
 from wirelab.net.netns import Namespace, lossy_namespace
 from wirelab.net.nfqueue import delay_packets
+from wirelab.net.tls import CertificateAuthority
 from wirelab.proto.impair import Impairment
 
-__all__ = ["COLUMNS", "MODES", "Mode", "MultiplexPlan", "run_multiplex", "summary"]
+__all__ = ["COLUMNS", "MODES", "SERVERS", "Mode", "MultiplexPlan", "run_multiplex", "summary"]
 
 
 @dataclass(frozen=True)
@@ -58,9 +63,11 @@ MODES = (
     Mode("h2", "2", 1),
     Mode("h3", "3", 1),
 )
+SERVERS = ("wirelab", "caddy")
 _PORT, _TLS_PORT = 8080, 8443  # inside the namespace, where nothing else listens
 
 COLUMNS = [
+    Column("server", "server"),
     Column("mode", "client"),
     Column("loss_pct", "loss %", ".0f"),
     Column("rtt_ms", "RTT ms", ".0f"),
@@ -79,6 +86,7 @@ class MultiplexPlan:
     rtt_ms: float = 50.0
     repeat: int = 10
     modes: tuple[str, ...] = tuple(mode.name for mode in MODES)
+    servers: tuple[str, ...] = SERVERS
     timeout_s: float = 60.0
 
 
@@ -91,14 +99,18 @@ def run_multiplex(
     one_way = Impairment(delay_s=plan.rtt_ms / 2000)
     try:
         with progress, lossy_namespace() as namespace, delay_packets(namespace, up=one_way, down=one_way):
-            task = progress.add_task("measuring", total=len(modes) * len(plan.losses_pct))
-            with _server(namespace, workdir):
-                for loss in plan.losses_pct:
-                    namespace.set_loss(loss / 100)
-                    for mode in modes:
-                        progress.update(task, description=f"{mode.name} at {loss:g} % loss")
-                        rows.append(_measure(namespace, workdir, mode, loss, plan))
-                        progress.advance(task)
+            total = len(plan.servers) * len(modes) * len(plan.losses_pct)
+            task = progress.add_task("measuring", total=total)
+            for server in plan.servers:
+                namespace.set_loss(0)
+                with _server(server, namespace, workdir / server):
+                    for loss in plan.losses_pct:
+                        namespace.set_loss(loss / 100)
+                        for mode in modes:
+                            progress.update(task, description=f"{server}: {mode.name} at {loss:g} % loss")
+                            row = _measure(namespace, workdir / server, mode, loss, plan)
+                            rows.append({"server": server, **row})
+                            progress.advance(task)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     title = (
@@ -114,28 +126,38 @@ def run_multiplex(
 
 
 @contextmanager
-def _server(namespace: Namespace, workdir: Path) -> Iterator[None]:
-    data = workdir / "wirelab"
-    command = namespace.argv(
-        sys.executable,
-        "-m",
-        "wirelab",
-        "up",
-        "--http",
-        "1.1,2,3",
-        "--port",
-        str(_PORT),
-        "--tls-port",
-        str(_TLS_PORT),
-        "--data-dir",
-        str(data),
-        "--no-pipeline",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    )
+def _server(server: str, namespace: Namespace, workdir: Path) -> Iterator[None]:
+    """`server` listening in `namespace`; its CA's certificate ends up in workdir/ca/ca.pem."""
+    workdir.mkdir(parents=True)
+    env = None
+    if server == "caddy":
+        certificate = CertificateAuthority.load_or_create(workdir / "ca").issue(["localhost", "127.0.0.1"])
+        write_site(workdir / "site")
+        config = workdir / "Caddyfile"
+        config.write_text(caddy_config(_TLS_PORT, certificate, site=workdir / "site"))
+        command = namespace.argv(*caddy_command(config))
+        env = {**os.environ, **caddy_environment(workdir)}
+    else:
+        command = namespace.argv(
+            sys.executable,
+            "-m",
+            "wirelab",
+            "up",
+            "--http",
+            "1.1,2,3",
+            "--port",
+            str(_PORT),
+            "--tls-port",
+            str(_TLS_PORT),
+            "--data-dir",
+            str(workdir),
+            "--no-pipeline",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        )
     with (workdir / "server.log").open("ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         yield
     finally:
@@ -162,7 +184,7 @@ def _measure(
         "--repeat",
         str(plan.repeat),
         "--cafile",
-        str(workdir / "wirelab" / "ca" / "ca.pem"),
+        str(workdir / "ca" / "ca.pem"),
         "--timeout",
         str(plan.timeout_s),
         *(["--pipeline"] if mode.pipeline else []),
@@ -198,15 +220,16 @@ def _median_int(loads: list[dict[str, Any]], key: str) -> int:
 def summary(rows: list[dict[str, Any]]) -> list[str]:
     """The two goals: at 0 % loss, h2 within 0.8x the pool of six's page time; at 3 % loss, h3 within
     0.7x h2's (head-of-line blocking shown). Said met or missed, with the ratio measured."""
-    p50 = {(row["mode"], row["loss_pct"]): row["page_ms_p50"] for row in rows}
+    p50 = {(row["server"], row["mode"], row["loss_pct"]): row["page_ms_p50"] for row in rows}
     lines = []
-    for fast, slow, loss, goal in (("h2", "h1.1 x6", 0.0, 0.8), ("h3", "h2", 3.0, 0.7)):
-        a, b = p50.get((fast, loss)), p50.get((slow, loss))
-        if a and b:
-            ratio = a / b
-            verdict = "met" if ratio <= goal else "missed"
-            lines.append(
-                f"at {loss:g} % loss, {fast}'s page time is {ratio:.2f}x {slow}'s "
-                f"(median {a:,.0f} ms vs {b:,.0f} ms; goal <= {goal}x: {verdict})"
-            )
+    for server in dict.fromkeys(row["server"] for row in rows):
+        for fast, slow, loss, goal in (("h2", "h1.1 x6", 0.0, 0.8), ("h3", "h2", 3.0, 0.7)):
+            a, b = p50.get((server, fast, loss)), p50.get((server, slow, loss))
+            if a and b:
+                ratio = a / b
+                verdict = "met" if ratio <= goal else "missed"
+                lines.append(
+                    f"{server}: at {loss:g} % loss, {fast}'s page time is {ratio:.2f}x {slow}'s "
+                    f"(median {a:,.0f} ms vs {b:,.0f} ms; goal <= {goal}x: {verdict})"
+                )
     return lines

@@ -31,6 +31,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
+from wirelab.bench.caddy import caddy_command, caddy_config, caddy_environment
 from wirelab.bench.lb import run_process
 from wirelab.bench.lb_l7 import nginx_command, nginx_temp_paths, parse_wrk
 from wirelab.bench.report import Column, print_table, raise_fd_limit, tree_cpu_seconds, write_json
@@ -226,10 +227,10 @@ def _server(impl: str, workdir: Path, certificate: tuple[Path, Path]) -> Iterato
             yield _Target(impl, pid, port, h2c_port, tls_port, "/", ("h1", "h2-tls", "h2c"))
         else:
             config = workdir / "Caddyfile"
-            config.write_text(_caddy_config(tls_port, certificate))
-            home = {"HOME": str(workdir), "XDG_DATA_HOME": str(workdir), "XDG_CONFIG_HOME": str(workdir)}
-            command = ["caddy", "run", "--config", str(config), "--adapter", "caddyfile"]
-            pid = stack.enter_context(run_process(command, tls_port, workdir / "caddy.log", None, env=home))
+            config.write_text(caddy_config(tls_port, certificate))
+            caddy = caddy_command(config)
+            env = caddy_environment(workdir)
+            pid = stack.enter_context(run_process(caddy, tls_port, workdir / "caddy.log", None, env=env))
             yield _Target(impl, pid, port, port, tls_port, "/", ("h2-tls", "h3"))
 
 
@@ -248,14 +249,6 @@ def _nginx_config(
         f"        listen 127.0.0.1:{tls_port} ssl http2;\n"
         f"        ssl_certificate {cert};\n        ssl_certificate_key {key};\n"
         '        location / { return 200 "ok"; }\n    }\n}\n'
-    )
-
-
-def _caddy_config(tls_port: int, certificate: tuple[Path, Path]) -> str:
-    cert, key = certificate
-    return (
-        "{\n\tadmin off\n\tauto_https off\n\tservers {\n\t\tprotocols h1 h2 h3\n\t}\n}\n"
-        f'https://localhost:{tls_port} {{\n\tbind 127.0.0.1\n\ttls {cert} {key}\n\trespond "ok"\n}}\n'
     )
 
 
