@@ -37,6 +37,13 @@ def test_a_bad_setting_is_a_usage_error_naming_it(tmp_path: Path) -> None:
     assert result.returncode == 2 and "workers" in result.stderr
 
 
+def test_an_http_version_out_of_the_list_is_a_usage_error(tmp_path: Path) -> None:
+    result = _run("up", "--http", "1.1,4", "--data-dir", str(tmp_path))
+    assert result.returncode == 2 and "4 unknown: choose among 1.1, 2, 3" in result.stderr
+    result = _run("up", "--http", "1.0", "--data-dir", str(tmp_path))
+    assert result.returncode == 2 and "HTTP/1.0 requests are answered wherever 1.1 is" in result.stderr
+
+
 def test_settings_come_from_the_environment_too(tmp_path: Path) -> None:
     port = free_port()
     env = {"WIRELAB_PORT": str(port), "WIRELAB_DATA_DIR": str(tmp_path / "data"), "WIRELAB_UP_WORKERS": "2"}
