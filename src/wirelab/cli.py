@@ -319,10 +319,11 @@ def _serve_app(options: dict[str, Any], *, pipeline: bool, dispatch: bool) -> No
     wildcard = config.host in ("0.0.0.0", "::")
     names = list(dict.fromkeys(["localhost", "127.0.0.1", "::1", *([] if wildcard else [config.host])]))
     try:
-        certificate = CertificateAuthority.load_or_create(config.data_dir / "ca").issue(names)
+        authority = CertificateAuthority.load_or_create(config.data_dir / "ca")
+        certificate = authority.issue(names)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    _print_urls(config.host, config.port, tls_port=tls_port, versions=versions)
+    _print_urls(config.host, config.port, tls_port=tls_port, versions=versions, ca=authority.cert_path)
     serve_versions(
         app,
         host=config.host,
@@ -716,7 +717,9 @@ async def _upload(
     return await _watch(url, result.job, via, interval, wait)
 
 
-def _print_urls(host: str, port: int, *, tls_port: int = 0, versions: frozenset[str] = frozenset()) -> None:
+def _print_urls(
+    host: str, port: int, *, tls_port: int = 0, versions: frozenset[str] = frozenset(), ca: Path | None = None
+) -> None:
     base = f"http://{host}:{port}"
     ws = f"ws://{host}:{port}"
     lines = [
@@ -732,7 +735,7 @@ def _print_urls(host: str, port: int, *, tls_port: int = 0, versions: frozenset[
         over = " and HTTP/3 (UDP)" if "3" in versions else ""
         h2 = "HTTP/2 and " if "2" in versions else ""
         lines.append(
-            ("https", f"{secure}/gallery   ({h2}HTTP/1.1 over TLS{over}; trust .wirelab/ca/ca.pem)")
+            ("https", f"{secure}/gallery   ({h2}HTTP/1.1 over TLS{over}; trust {ca})")
         )
         if "2" in versions:
             lines.append(("h2c", f"{base}/gallery   (curl --http2-prior-knowledge)"))
