@@ -718,7 +718,12 @@ async def _upload(
 
 
 def _print_urls(
-    host: str, port: int, *, tls_port: int = 0, versions: frozenset[str] = frozenset(), ca: Path | None = None
+    host: str,
+    port: int,
+    *,
+    tls_port: int = 0,
+    versions: frozenset[str] = frozenset(),
+    ca: Path | None = None,
 ) -> None:
     base = f"http://{host}:{port}"
     ws = f"ws://{host}:{port}"
@@ -734,9 +739,7 @@ def _print_urls(
         secure = f"https://{host}:{tls_port}"
         over = " and HTTP/3 (UDP)" if "3" in versions else ""
         h2 = "HTTP/2 and " if "2" in versions else ""
-        lines.append(
-            ("https", f"{secure}/gallery   ({h2}HTTP/1.1 over TLS{over}; trust {ca})")
-        )
+        lines.append(("https", f"{secure}/gallery   ({h2}HTTP/1.1 over TLS{over}; trust {ca})"))
         if "2" in versions:
             lines.append(("h2c", f"{base}/gallery   (curl --http2-prior-knowledge)"))
     for name, text in lines:
