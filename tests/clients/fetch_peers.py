@@ -20,7 +20,7 @@ from PIL import Image
 
 from tests.helpers import unavailable
 from wirelab.net.tls import CertificateAuthority
-from wirelab.testing import free_port
+from wirelab.testing import free_port, free_tcp_and_udp_port
 
 IMAGES = 100
 BIG = 16 << 20
@@ -126,7 +126,7 @@ def run_caddy(gallery: Gallery, workdir: Path) -> Iterator[Caddy]:
     """caddy serving the gallery over HTTP/3 (and HTTP/1.1 and 2 on the same TCP port), with our leaf."""
     if shutil.which("caddy") is None:
         unavailable("caddy is not installed (apt-get install caddy)")
-    port = _free_udp_and_tcp_port()
+    port = free_tcp_and_udp_port()
     config = {
         "admin": {"disabled": True},
         "logging": {"logs": {"default": {"level": "ERROR"}}},
@@ -187,15 +187,3 @@ def _wait_tcp(port: int, process: subprocess.Popen[bytes], name: str, log: Path 
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"{name} did not listen on {port}")
-
-
-def _free_udp_and_tcp_port() -> int:
-    """A port free for TCP and UDP both (HTTP/3 is served on the UDP port of the same number)."""
-    while True:
-        port = free_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port

@@ -7,7 +7,6 @@ interop_peers.py). A missing peer skips locally and fails in CI (`bash .ci/peers
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from tests.helpers import unavailable
 from tests.interop.interop_peers import JS, NODE_MODULES, JsonLinesPeer, peer_tool
-from wirelab.testing import ServerProcess, free_port
+from wirelab.testing import ServerProcess, free_tcp_and_udp_port
 
 
 @pytest.fixture(scope="session")
@@ -59,18 +58,6 @@ class VersionsServer:
     @property
     def tls_url(self) -> str:
         return f"https://127.0.0.1:{self.tls_port}"
-
-
-def free_tcp_and_udp_port() -> int:
-    """A loopback port free for both TCP and UDP, as --tls-port needs."""
-    while True:
-        port = free_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.net.transfer import copy_through
+from wirelab.bench.impair import drain_datagrams
 from wirelab.errors import ConfigError
 from wirelab.net import netns
 from wirelab.net.netns import LossCounters, Namespace, NamespaceUnavailable, lossy_namespace
@@ -45,19 +47,9 @@ def _udp_flood(namespace: Namespace, count: int, *, port: int = 0) -> tuple[int,
             sender.sendto(n.to_bytes(4, "big"), address)
             if n % 100 == 99 or n == count - 1:
                 time.sleep(0.0005)
-                received += _drain(receiver)
+                received += drain_datagrams(receiver)
         time.sleep(0.01)
-        return address[1], received + _drain(receiver)
-
-
-def _drain(sock: socket.socket) -> int:
-    n = 0
-    while True:
-        try:
-            sock.recv(64)
-        except BlockingIOError:
-            return n
-        n += 1
+        return address[1], received + drain_datagrams(receiver)
 
 
 def test_udp_loses_the_share_set_and_the_kernel_counts_it(lossy: Namespace) -> None:
@@ -74,29 +66,7 @@ def test_tcp_still_delivers_every_byte_in_order_by_retransmitting(lossy: Namespa
     data = random.Random(3).randbytes(8 << 20)
     before = lossy.snmp()["RetransSegs"]
 
-    async def transfer() -> bytes:
-        listener = lossy.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        received = asyncio.get_running_loop().create_future()
-
-        async def take(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            received.set_result(await reader.read())
-            writer.close()
-
-        server = await asyncio.start_server(take, sock=listener)
-        client = lossy.socket()
-        await asyncio.get_running_loop().sock_connect(client, listener.getsockname())
-        _, writer = await asyncio.open_connection(sock=client)
-        writer.write(data)
-        writer.write_eof()
-        result: bytes = await asyncio.wait_for(received, 60)
-        writer.close()
-        server.close()
-        await server.wait_closed()
-        return result
-
-    assert hashlib.sha256(asyncio.run(transfer())).digest() == hashlib.sha256(data).digest()
+    assert hashlib.sha256(asyncio.run(copy_through(lossy, data))).digest() == hashlib.sha256(data).digest()
     assert lossy.snmp()["RetransSegs"] - before > 0
     assert lossy.counters().dropped > 0
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.net.transfer import copy_through
 from wirelab.net.netns import Namespace, NamespaceUnavailable, lossy_namespace
 from wirelab.net.nfqueue import delay_packets
 from wirelab.proto.impair import Impairment
@@ -60,30 +61,8 @@ def test_tcp_repairs_the_links_loss_and_the_data_arrives_intact(namespace: Names
     lossy = Impairment(delay_s=0.002, loss=0.02, seed=3)
     before = namespace.snmp()["RetransSegs"]
 
-    async def transfer() -> bytes:
-        listener = namespace.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        received = asyncio.get_running_loop().create_future()
-
-        async def take(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            received.set_result(await reader.read())
-            writer.close()
-
-        server = await asyncio.start_server(take, sock=listener)
-        client = namespace.socket()
-        await asyncio.get_running_loop().sock_connect(client, listener.getsockname())
-        _, writer = await asyncio.open_connection(sock=client)
-        writer.write(data)
-        writer.write_eof()
-        result: bytes = await asyncio.wait_for(received, 60)
-        writer.close()
-        server.close()
-        await server.wait_closed()
-        return result
-
     with delay_packets(namespace, lossy) as stats:
-        echoed = asyncio.run(transfer())
+        echoed = asyncio.run(copy_through(namespace, data))
     assert hashlib.sha256(echoed).digest() == hashlib.sha256(data).digest()
     assert stats[0].up.dropped > 0
     assert namespace.snmp()["RetransSegs"] - before >= stats[0].up.dropped // 2

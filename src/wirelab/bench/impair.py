@@ -228,12 +228,13 @@ async def udp_delivered(sockets: Sockets, count: int, via: Via) -> int:
                 sender.send(n.to_bytes(4, "big"))
                 if n % BURST == BURST - 1:
                     await asyncio.sleep(0.001)
-                    received += _drain(sink)
+                    received += drain_datagrams(sink)
             await asyncio.sleep(0.2)
-            return received + _drain(sink)
+            return received + drain_datagrams(sink)
 
 
-def _drain(sock: socket.socket) -> int:
+def drain_datagrams(sock: socket.socket) -> int:
+    """Read every datagram waiting on the non-blocking `sock`; how many there were."""
     n = 0
     while True:
         try:

@@ -16,7 +16,7 @@ from types import TracebackType
 
 import httpx
 
-__all__ = ["ServerProcess", "free_port"]
+__all__ = ["ServerProcess", "free_port", "free_tcp_and_udp_port"]
 
 
 def free_port() -> int:
@@ -24,6 +24,18 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_tcp_and_udp_port() -> int:
+    """A loopback port free for TCP and UDP both: HTTP/3 listens on the UDP port of the TLS number."""
+    while True:
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 class ServerProcess:
