@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import ssl
 from pathlib import Path
 
@@ -79,6 +80,19 @@ async def test_our_client_migrates_to_a_new_port_mid_transfer(versions: Versions
     assert result.path_challenges >= 1
     moved = f"moved from 127.0.0.1:{migration.from_port} to 127.0.0.1:{migration.to_port}"
     assert moved in versions.process.log_path.read_text()  # logged when the move came, mid-transfer
+
+
+def test_ngtcp2_migrates_to_a_new_address_mid_transfer(versions: VersionsServer, tmp_path: Path) -> None:
+    """RFC 9000 §9 with another client's stack: ngtcp2 moves to a new local port 20 ms after the
+    handshake (a 16 MiB body takes far longer over aioquic), validates the path, and the body arrives
+    whole; the server logs the move to the port ngtcp2 reports."""
+    path = f"/gallery/blob/{BIG}"
+    done = gtlsclient(versions.tls_port, [path], download=tmp_path, options=["--change-local-addr=20ms"])
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    moved = re.search(r"Local address is now \[127\.0\.0\.1\]:(\d+)", done.stdout + done.stderr)
+    assert moved is not None
+    assert hashlib.sha256((tmp_path / str(BIG)).read_bytes()).digest() == hashlib.sha256(blob(BIG)).digest()
+    assert f"to 127.0.0.1:{moved[1]}" in versions.process.log_path.read_text()
 
 
 def test_alt_svc_on_the_tls_port_advertises_h3_on_the_same_port(versions: VersionsServer) -> None:
