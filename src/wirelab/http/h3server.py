@@ -13,8 +13,20 @@ with an HTTP scope (`http_version` "3"); its DATA goes to the task's `receive`, 
 application `send`s becomes HEADERS and DATA frames on the same stream. A stream the client resets,
 or a connection that ends, cancels its tasks. A request whose pseudo-headers are malformed, or whose
 header section is larger than `max_head_bytes`, is answered with problem+json (400, 431) without the
-application; other streams and connections carry on. Garbage datagrams never reach a connection:
-aioquic's server drops what does not parse as a QUIC packet.
+application; other streams and connections carry on. A HEADERS frame whose encoded section is already
+over the limit is refused before QPACK decodes it: ls-qpack fails on a field over 64 KiB, and aioquic
+makes a decoding failure a connection error (QPACK_DECOMPRESSION_FAILED), which would end every
+stream of the connection instead of answering one with 431.
+
+Garbage datagrams: aioquic's server drops what does not parse as a QUIC packet, answers an unknown
+version with Version Negotiation, and routes a short header with an unknown connection ID nowhere.
+But a datagram of 1200 bytes or more that parses as a version 1 Initial creates a connection before
+anything is decrypted, and that connection would wait out the idle timeout in the server's table; a
+connection that has decrypted nothing after a datagram is therefore forgotten at once, silently (a
+CONNECTION_CLOSE would be sent to an address that may be forged).
+
+A client that moves to a new address (connection migration) is logged once per move, so the move can
+be seen from outside the server.
 
 Request bodies are held in the stream's queue until the application takes them, and QUIC's flow
 control (the windows we grant, `_STREAM_WINDOW` per stream) bounds how much a client can send ahead.
@@ -25,7 +37,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -33,9 +46,10 @@ from typing import Any
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
 from aioquic.asyncio.server import serve as quic_serve
-from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection, H3Stream, HeadersState
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import NetworkAddress, QuicConnection, QuicConnectionState
 from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent, StreamReset
 
 from wirelab.http.problem import problem_document
@@ -54,6 +68,59 @@ _STREAM_WINDOW = 1 << 20
 _CONNECTION_WINDOW = 16 << 20
 _IDLE_TIMEOUT_S = 60.0
 _REQUIRED = (b":method", b":scheme", b":path")
+
+
+@dataclass
+class _HeadersTooLarge(H3Event):
+    """A request's HEADERS frame, refused undecoded: its encoded section is `size` bytes."""
+
+    stream_id: int
+    size: int
+
+
+class _H3Connection(H3Connection):
+    """aioquic's HTTP/3 connection, refusing an oversized request head before QPACK decodes it.
+
+    This overrides aioquic internals (`_handle_request_or_push_frame`, the stream's header state, the
+    decoder stream): the public API has no hook between a HEADERS frame and its decoding.
+    """
+
+    def __init__(self, quic: QuicConnection, max_head_bytes: int) -> None:
+        super().__init__(quic)
+        self._max_head_bytes = max_head_bytes
+
+    def _handle_request_or_push_frame(
+        self, frame_type: int, frame_data: bytes | None, stream: H3Stream, stream_ended: bool
+    ) -> list[H3Event]:
+        if (
+            frame_type == FrameType.HEADERS
+            and frame_data is not None
+            and len(frame_data) > self._max_head_bytes
+            and stream.headers_recv_state == HeadersState.INITIAL
+        ):
+            stream.headers_recv_state = HeadersState.AFTER_HEADERS  # its DATA may follow, and is ignored
+            self._cancel_section(stream.stream_id)
+            return [_HeadersTooLarge(stream.stream_id, len(frame_data))]
+        return super()._handle_request_or_push_frame(frame_type, frame_data, stream, stream_ended)
+
+    def _cancel_section(self, stream_id: int) -> None:
+        """RFC 9204 §4.4.2: a Stream Cancellation tells the client's encoder that the section's
+        references to the dynamic table, if any, will never be acknowledged."""
+        if self._local_decoder_stream_id is not None:
+            self._quic.send_stream_data(self._local_decoder_stream_id, _prefixed(0x40, 6, stream_id))
+
+
+def _prefixed(first: int, bits: int, value: int) -> bytes:
+    """An HPACK/QPACK prefixed integer (RFC 7541 §5.1) whose first byte carries `first`'s flags."""
+    limit = (1 << bits) - 1
+    if value < limit:
+        return bytes([first | value])
+    out, value = bytearray([first | limit]), value - limit
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 class _Stream:
@@ -78,9 +145,28 @@ class _H3Protocol(QuicConnectionProtocol):
         self._http: H3Connection | None = None
         self._streams: dict[int, _Stream] = {}
 
+    def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
+        """Feed aioquic; forget a connection that decrypted nothing, log a client's move.
+
+        aioquic internals here: the connection's state and paths, the base protocol's timer and the
+        server's terminated-handler (which drops every connection ID of ours from its table).
+        """
+        before = self._quic._network_paths[0].addr if self._quic._network_paths else None
+        super().datagram_received(data, addr)
+        if self._quic._state is QuicConnectionState.FIRSTFLIGHT:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._connection_terminated_handler()
+            self._server.connections.discard(self)
+            return
+        after = self._quic._network_paths[0].addr
+        if before is not None and after != before:
+            log.info("HTTP/3 connection moved from %s:%d to %s:%d", *before[:2], *after[:2])
+
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, ProtocolNegotiated) and event.alpn_protocol in H3_ALPN:
-            self._http = H3Connection(self._quic)
+            self._http = _H3Connection(self._quic, self._server.max_head_bytes)
         elif isinstance(event, StreamReset) and event.stream_id in self._streams:
             self._cancel(event.stream_id)
         elif isinstance(event, ConnectionTerminated):
@@ -92,7 +178,10 @@ class _H3Protocol(QuicConnectionProtocol):
                 self._h3_event_received(h3_event)
 
     def _h3_event_received(self, event: H3Event) -> None:
-        if isinstance(event, HeadersReceived) and event.stream_id not in self._streams:
+        if isinstance(event, _HeadersTooLarge):
+            detail = f"the header section is {event.size} bytes encoded, over the limit"
+            self._start(event.stream_id, _Stream(), self._answer(event.stream_id, 431, detail))
+        elif isinstance(event, HeadersReceived) and event.stream_id not in self._streams:
             self._request(event)
         elif isinstance(event, DataReceived) and event.stream_id in self._streams:
             stream = self._streams[event.stream_id]
@@ -108,7 +197,7 @@ class _H3Protocol(QuicConnectionProtocol):
 
     def _request(self, event: HeadersReceived) -> None:
         stream_id = event.stream_id
-        stream = self._streams[stream_id] = _Stream()
+        stream = _Stream()
         size = sum(len(name) + len(value) + 32 for name, value in event.headers)  # RFC 9114 §4.2.2
         pseudo = {name: value for name, value in event.headers if name.startswith(b":")}
         if size > self._server.max_head_bytes:
@@ -118,12 +207,17 @@ class _H3Protocol(QuicConnectionProtocol):
         else:
             refusal = None
         if refusal is not None:
-            stream.task = asyncio.create_task(self._answer(stream_id, *refusal))
+            self._start(stream_id, stream, self._answer(stream_id, *refusal))
         else:
             stream.ended = event.stream_ended
             if event.stream_ended:
                 stream.body.put_nowait({"type": "http.request", "body": b"", "more_body": False})
-            stream.task = asyncio.create_task(self._call(stream_id, self._scope(pseudo, event.headers)))
+            self._start(stream_id, stream, self._call(stream_id, self._scope(pseudo, event.headers)))
+
+    def _start(self, stream_id: int, stream: _Stream, answer: Coroutine[Any, Any, None]) -> None:
+        """Answer `stream` in a task of its own; the stream is forgotten when the task ends."""
+        self._streams[stream_id] = stream
+        stream.task = asyncio.create_task(answer)
         stream.task.add_done_callback(lambda _task: self._streams.pop(stream_id, None))
 
     def _scope(self, pseudo: dict[bytes, bytes], headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
