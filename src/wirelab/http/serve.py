@@ -8,7 +8,10 @@ asked for, hypercorn serves instead: one server that speaks HTTP/1.1 (h11), HTTP
 ALPN and as h2c on the clear port, WebSocket over HTTP/2 by RFC 8441's extended CONNECT) and HTTP/3
 (on aioquic, in `h3server`: hypercorn's own QUIC listener drops datagrams past a queue of ten), all
 to the same ASGI application, with h3 advertised by Alt-Svc. Its own limits apply
-there (h11's head size, h2's stream and header-list caps, the keep-alive timeout), not `guard`'s.
+there (h11's head size, h2's stream and header-list caps, the keep-alive timeout), not `guard`'s,
+with one addition: a request head over `limits.max_head_bytes` is refused 431 with an RFC 9457
+problem document, as `guard` refuses it, in every version where a response can still be sent
+(`_bounded_heads`, `_ProblemH11Protocol`, `_DecodingH2Protocol`).
 
 Either way, on SIGINT or SIGTERM the application is first told to begin shutting down (so streams end
 now instead of when the grace period runs out), then the server drains connections, and a graceful
@@ -22,21 +25,29 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable, Collection, Generator
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+import h11
 import uvicorn
+from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.protocol.h11 import H11Protocol
 
 from wirelab.http.guard import ConnectionLimits, Guard
 from wirelab.http.h3server import serve_h3
+from wirelab.http.problem import problem_document
 from wirelab.net.loop import runner
 from wirelab.net.tls import CIPHERS
 
 __all__ = ["VERSIONS", "serve", "serve_versions"]
 
 VERSIONS = ("1.1", "2", "3")
-_GRACE_S = 10
 """What `serve_versions` can speak (HTTP/1.0 requests are answered wherever HTTP/1.1 is)."""
+_GRACE_S = 10
+_H2_DECODED_HEADS = 4
+"""How many times `max_head_bytes` an HTTP/2 header list may be and still be decoded, so that it can
+be answered 431 (see `serve_versions`)."""
 
 
 class _Server(uvicorn.Server):
@@ -123,8 +134,13 @@ def serve_versions(
         config.alt_svc_headers = [f'h3=":{tls_port}"; ma=3600']
     config.keep_alive_timeout = limits.idle_timeout_s
     config.keep_alive_max_requests = 1 << 31  # hypercorn's default (1000) closes busy HTTP/2 connections
+    # h11 refuses a head over its size only while the head is incomplete: one arriving in a single
+    # read of up to 64 KiB goes through, and `_bounded_heads` refuses it instead. Over HTTP/2 a header
+    # list must be decoded whole to keep the HPACK state in step, or the connection is lost (h2 ends
+    # it with GOAWAY ENHANCE_YOUR_CALM, and curl retries it five times before giving up): decoding up
+    # to 4x the limit lets an oversize head be answered 431 on its stream, the connection kept.
     config.h11_max_incomplete_size = limits.max_head_bytes
-    config.h2_max_header_list_size = limits.max_head_bytes
+    config.h2_max_header_list_size = limits.max_head_bytes * _H2_DECODED_HEADS
     config.websocket_max_message_size = ws_max_size
     config.graceful_timeout = _GRACE_S
     config.include_server_header = False
@@ -158,11 +174,11 @@ def serve_versions(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
-        served = hypercorn_serve(
-            _signalling(app, started), config, shutdown_trigger=stopping.wait, mode="asgi"
-        )
+        bounded = _bounded_heads(_signalling(app, started), limits.max_head_bytes)
+        served = hypercorn_serve(bounded, config, shutdown_trigger=stopping.wait, mode="asgi")
         await asyncio.gather(served, *([h3_once_started()] if "3" in versions else []))
 
+    _install_protocols()
     with runner() as loop_runner:
         loop_runner.run(run())
 
@@ -182,3 +198,81 @@ def _signalling(app: Any, started: asyncio.Event) -> Any:
         return await app(scope, receive, send_and_tell)  # type: ignore[no-any-return]
 
     return signalling
+
+
+def _bounded_heads(app: Any, max_head_bytes: int) -> Any:
+    """`app`, except that a request whose head is over `max_head_bytes` (its request line and fields,
+    counted as HTTP/1.1 writes them) is answered 431 problem+json without reaching it.
+
+    hypercorn's own caps are not this limit: h11 checks only an incomplete head, and h2 decodes more
+    (see `serve_versions`), so this is where HTTP/1.1 and HTTP/2 both get the same refusal `guard`
+    gives under uvicorn. A WebSocket handshake is refused the same way (ASGI's HTTP response for
+    websockets), or closed (403) by a server without that extension."""
+
+    async def bounded(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket") or _head_size(scope) <= max_head_bytes:
+            return await app(scope, receive, send)  # type: ignore[no-any-return]
+        body = problem_document(431, f"the request head is over {max_head_bytes} bytes")
+        head = [(b"content-type", b"application/problem+json"), (b"content-length", b"%d" % len(body))]
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 431, "headers": head})
+            await send({"type": "http.response.body", "body": body})
+        elif "websocket.http.response" in scope.get("extensions", {}):
+            await send({"type": "websocket.http.response.start", "status": 431, "headers": head})
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close"})
+
+    return bounded
+
+
+def _head_size(scope: dict[str, Any]) -> int:
+    """The bytes of the request line and fields, as HTTP/1.1 frames them (": " and CRLF included)."""
+    target = len(scope.get("raw_path") or scope["path"].encode()) + len(scope["query_string"]) + 1
+    line = len(scope.get("method", "GET")) + target + len(" HTTP/1.1\r\n")
+    return line + sum(len(name) + len(value) + 4 for name, value in scope["headers"]) + 2
+
+
+class _ProblemH11Protocol(H11Protocol):
+    """hypercorn's HTTP/1.1 protocol, but its refusals before any request (400 for a malformed head,
+    431 for one over `h11_max_incomplete_size`) carry an RFC 9457 problem document and a reason
+    phrase, like every other refusal of ours, instead of an empty body."""
+
+    async def _send_error_response(self, status_code: int) -> None:
+        detail = {
+            431: f"the request head is over {self.config.h11_max_incomplete_size} bytes",
+            400: "the request is not valid HTTP/1.1",
+        }.get(status_code, HTTPStatus(status_code).description)
+        body = problem_document(status_code, detail)
+        fields = [
+            (b"content-type", b"application/problem+json"),
+            (b"content-length", b"%d" % len(body)),
+            (b"connection", b"close"),
+            *self.config.response_headers("h11"),
+        ]
+        reason = HTTPStatus(status_code).phrase.encode()
+        await self._send_h11_event(h11.Response(status_code=status_code, headers=fields, reason=reason))
+        await self._send_h11_event(h11.Data(data=body))
+        await self._send_h11_event(h11.EndOfMessage())
+
+
+class _DecodingH2Protocol(H2Protocol):
+    """hypercorn's HTTP/2 protocol, decoding header lists up to `h2_max_header_list_size` from the
+    first request on. hypercorn sets that size in the SETTINGS it sends, but h2 applies it to its
+    decoder only once the client acknowledges them, and until then stops at its own 64 KiB: a first
+    request with a head of 100 KiB (curl sends one before it reads our SETTINGS) would lose the
+    connection instead of being answered 431. Decoding more than the client was told is safe; it
+    only lets the refusal be an answer."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connection.decoder.max_header_list_size = self.config.h2_max_header_list_size
+
+
+def _install_protocols() -> None:
+    """hypercorn builds its protocols by name in `hypercorn.protocol` and has no setting to choose
+    others, so the names are rebound there: this process serves with hypercorn and nothing else."""
+    import hypercorn.protocol
+
+    hypercorn.protocol.H11Protocol = _ProblemH11Protocol  # type: ignore[attr-defined]
+    hypercorn.protocol.H2Protocol = _DecodingH2Protocol  # type: ignore[attr-defined]
