@@ -79,12 +79,6 @@ def test_malformed_frame_is_a_connection_error(
     assert served(port)
 
 
-@pytest.mark.xfail(
-    raises=TimeoutError,
-    strict=True,
-    reason="h2 4.4 checks a frame's length only once the whole frame is buffered: a header announcing "
-    "16 MiB makes the server wait for (and hold) up to 16 MiB before its FRAME_SIZE_ERROR",
-)
 def test_overlong_frame_is_refused_from_its_header(versions: VersionsServer) -> None:
     """RFC 9113 §4.2: a frame over SETTINGS_MAX_FRAME_SIZE is a FRAME_SIZE_ERROR, knowable from its
     9-byte header; the server need not read the payload it announces."""

@@ -1,17 +1,18 @@
-"""Run an ASGI application: on uvicorn for HTTP/1.1 alone (`serve`), on hypercorn for HTTP/2 and
-HTTP/3 as well (`serve_versions`, with `h3server` for HTTP/3).
+"""Run an ASGI application: on uvicorn for HTTP/1.1 alone (`serve`); on hypercorn for HTTP/1.1 and
+HTTP/2, with `h3server` for HTTP/3, when more versions are asked for (`serve_versions`).
 
 uvicorn is the default: HTTP/1.1 with httptools under our connection limits (`guard`), WebSocket with
 websockets' sans-I/O core (extended in `wsprotocol`); it is the fastest of the two at HTTP/1.1 and
 the one the hostile-client defences are built into. It speaks no HTTP/2 or HTTP/3, so when those are
-asked for, hypercorn serves instead: one server that speaks HTTP/1.1 (h11), HTTP/2 (h2, over TLS with
-ALPN and as h2c on the clear port, WebSocket over HTTP/2 by RFC 8441's extended CONNECT) and HTTP/3
-(on aioquic, in `h3server`: hypercorn's own QUIC listener drops datagrams past a queue of ten), all
-to the same ASGI application, with h3 advertised by Alt-Svc. Its own limits apply
+asked for, hypercorn serves HTTP/1.1 (h11) and HTTP/2 (h2, over TLS with ALPN and as h2c on the clear
+port, WebSocket over HTTP/2 by RFC 8441's extended CONNECT) to the same ASGI application, and
+`h3server` (ours, on aioquic: hypercorn's own QUIC listener drops datagrams past a queue of ten) serves
+HTTP/3 on the UDP port of the TLS port's number, advertised by Alt-Svc. hypercorn's own limits apply
 there (h11's head size, h2's stream and header-list caps, the keep-alive timeout), not `guard`'s,
-with one addition: a request head over `limits.max_head_bytes` is refused 431 with an RFC 9457
+with two additions: a request head over `limits.max_head_bytes` is refused 431 with an RFC 9457
 problem document, as `guard` refuses it, in every version where a response can still be sent
-(`_bounded_heads`, `_ProblemH11Protocol`, `_DecodingH2Protocol`).
+(`_bounded_heads`, `_ProblemH11Protocol`, `_DecodingH2Protocol`), and an HTTP/2 frame over the size
+limit is refused from its header, before its payload is read.
 
 Either way, on SIGINT or SIGTERM the application is first told to begin shutting down (so streams end
 now instead of when the grace period runs out), then the server drains connections, and a graceful
@@ -31,8 +32,10 @@ from typing import Any
 
 import h11
 import uvicorn
+from h2.frame_buffer import FrameBuffer
 from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.h11 import H11Protocol
+from hyperframe.frame import Frame
 
 from wirelab.http.guard import ConnectionLimits, Guard
 from wirelab.http.h3server import serve_h3
@@ -258,15 +261,29 @@ class _ProblemH11Protocol(H11Protocol):
 
 class _DecodingH2Protocol(H2Protocol):
     """hypercorn's HTTP/2 protocol, decoding header lists up to `h2_max_header_list_size` from the
-    first request on. hypercorn sets that size in the SETTINGS it sends, but h2 applies it to its
-    decoder only once the client acknowledges them, and until then stops at its own 64 KiB: a first
-    request with a head of 100 KiB (curl sends one before it reads our SETTINGS) would lose the
-    connection instead of being answered 431. Decoding more than the client was told is safe; it
-    only lets the refusal be an answer."""
+    first request on, and refusing an overlong frame from its header.
+
+    hypercorn sets that size in the SETTINGS it sends, but h2 applies it to its decoder only once the
+    client acknowledges them, and until then stops at its own 64 KiB: a first request with a head of
+    100 KiB (curl sends one before it reads our SETTINGS) would lose the connection instead of being
+    answered 431. Decoding more than the client was told is safe; it only lets the refusal be an
+    answer."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.connection.decoder.max_header_list_size = self.config.h2_max_header_list_size
+        self.connection.incoming_buffer = _EarlyFrameSizeCheck(server=True)
+
+
+class _EarlyFrameSizeCheck(FrameBuffer):
+    """h2's frame buffer, checking a frame's length as soon as its 9-byte header is in: h2 checks it
+    only once the whole frame is buffered, so a header announcing 16 MiB would have the server wait
+    for, and hold, 16 MiB before its FRAME_SIZE_ERROR (RFC 9113 §4.2). Reads h2's buffer (`_data`)."""
+
+    def __next__(self) -> Frame:
+        if len(self._data) >= 9:
+            self._validate_frame_length(int.from_bytes(self._data[:3], "big"))
+        return super().__next__()
 
 
 def _install_protocols() -> None:
